@@ -1,0 +1,12 @@
+"""The erasure-coded shard store (DESIGN.md §4)."""
+
+from .codec import PoolSpec, PoolSpecError
+from .extent import SEGMENT_SIZE, Extent
+from .placement import Device
+from .shardserver import ShardServer
+from .store import INLINE_MAX, Store, StoreError, StoreReadError, StoreUnavailable
+from .transport import InProcessClient, ShardClient
+
+__all__ = ["PoolSpec", "PoolSpecError", "SEGMENT_SIZE", "Extent", "Device", "ShardServer",
+           "INLINE_MAX", "Store", "StoreError", "StoreReadError", "StoreUnavailable",
+           "InProcessClient", "ShardClient"]

@@ -1,0 +1,102 @@
+"""Pools and their codecs: ``ec:K+M`` (pyeclib over ISA-L) and ``replicated:N``.
+
+A codec turns one segment (up to ``segment_size`` bytes) into ``width`` fragments, any
+``k`` of which rebuild it. pyeclib does not detect corruption (a flipped byte decodes to wrong
+data, DESIGN.md §4), so callers verify every fragment's crc32c before ``decode``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+_POOL_RE = re.compile(r"^(?:ec:(\d+)\+(\d+)|replicated:(\d+))$")
+
+
+class PoolSpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A protection policy. ``k`` fragments rebuild a segment; ``m`` more are redundancy."""
+
+    k: int
+    m: int
+    replicated: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.k + self.m
+
+    @property
+    def name(self) -> str:
+        return f"replicated:{self.width}" if self.replicated else f"ec:{self.k}+{self.m}"
+
+    @property
+    def write_quorum(self) -> int:
+        """Shards that must be durable before a write is acknowledged: K+1, so that an
+        acknowledged write survives one more failure (DESIGN.md §4); all of them when M=0."""
+        return min(self.k + 1, self.width)
+
+    @classmethod
+    def parse(cls, text: str) -> PoolSpec:
+        """``"ec:4+2"`` or ``"replicated:3"``. Raises PoolSpecError."""
+        m = _POOL_RE.match(text.strip())
+        if not m:
+            raise PoolSpecError(f"pool must be 'ec:K+M' or 'replicated:N', not {text!r}")
+        if m.group(3):
+            n = int(m.group(3))
+            if not 1 <= n <= 16:
+                raise PoolSpecError("replicated:N needs 1 <= N <= 16")
+            return cls(1, n - 1, replicated=True)
+        k, mm = int(m.group(1)), int(m.group(2))
+        if not (2 <= k and 1 <= mm and k + mm <= 32):
+            raise PoolSpecError("ec:K+M needs K >= 2, M >= 1, K+M <= 32")
+        return cls(k, mm)
+
+
+class Codec:
+    """Encode/decode segments for one pool. ``fragment_size(n)`` is exact for an n-byte segment."""
+
+    def __init__(self, spec: PoolSpec):
+        self.spec = spec
+        if spec.replicated:
+            self._driver = None
+        else:
+            from pyeclib.ec_iface import ECDriver
+
+            # Vandermonde RS is only guaranteed MDS for M <= 4; Cauchy beyond (DESIGN.md §4).
+            ec_type = "isa_l_rs_vand" if spec.m <= 4 else "isa_l_rs_cauchy"
+            self._driver = ECDriver(k=spec.k, m=spec.m, ec_type=ec_type)
+
+    @functools.lru_cache(maxsize=64)
+    def fragment_size(self, segment_len: int) -> int:
+        if self._driver is None:
+            return segment_len
+        return self._driver.get_segment_info(segment_len, segment_len)["fragment_size"]
+
+    def encode(self, segment: bytes) -> list[bytes]:
+        if self._driver is None:
+            return [segment] * self.spec.width
+        return self._driver.encode(segment)
+
+    def decode(self, fragments: dict[int, bytes]) -> bytes:
+        """Rebuild a segment from at least ``k`` verified fragments keyed by shard index."""
+        if self._driver is None:
+            return next(iter(fragments.values()))
+        return self._driver.decode([fragments[i] for i in sorted(fragments)[: self.spec.k]])
+
+    def reconstruct(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
+        """Fragments for the ``missing`` indices from at least ``k`` others (repair)."""
+        if self._driver is None:
+            src = next(iter(fragments.values()))
+            return {i: src for i in missing}
+        avail = [fragments[i] for i in sorted(fragments)]
+        return dict(zip(missing, (self._driver.reconstruct(avail, [i])[0] for i in missing)))
+
+
+@functools.lru_cache(maxsize=16)
+def codec_for(pool: str) -> Codec:
+    return Codec(PoolSpec.parse(pool))

@@ -1,0 +1,17 @@
+"""Prometheus metrics of the shard store (exported by whichever process runs it)."""
+
+from prometheus_client import Counter, Gauge
+
+SHARD_OPS = Counter("appliance_shard_ops_total", "Shard operations by device and kind",
+                    ["device", "op"])
+SHARD_BYTES = Counter("appliance_shard_bytes_total", "Shard bytes moved by device and direction",
+                      ["device", "op"])
+SHARD_FAILURES = Counter("appliance_shard_failures_total",
+                         "Failed shard operations (missing, corrupt, I/O error)",
+                         ["device", "op", "reason"])
+DEGRADED_READS = Counter("appliance_degraded_reads_total",
+                         "Segment batches that needed parity shards")
+REPAIR_BACKLOG = Gauge("appliance_repair_backlog", "Shards queued for repair")
+REPAIRED_SHARDS = Counter("appliance_repaired_shards_total", "Shards rewritten by repair")
+REPAIRED_BYTES = Counter("appliance_repair_bytes_total", "Bytes written by repair")
+GC_BACKLOG = Gauge("appliance_gc_backlog", "Stripe sets waiting for garbage collection")

@@ -1,0 +1,136 @@
+"""Background work of the store: rewriting broken shards and collecting garbage.
+
+Repair takes stripe sets most-degraded first (the fewer healthy shards left, the sooner), reads
+K healthy shards segment by segment, rebuilds the missing fragments and writes them as new
+shard files. Its speed is capped by ``rate`` bytes/s (a runtime knob, 0 = unlimited), and
+``appliance_repair_backlog`` shows how many shards wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+
+import trio
+
+from ..meta import Compare, Delete
+from . import metrics
+from .extent import Extent
+from .shardfile import ShardError
+from .store import BATCH_SEGMENTS, SEGMENT_SIZE, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """``rate`` bytes per second with one second of burst; rate 0 means unlimited."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._tokens = rate
+        self._last = trio.current_time()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = trio.current_time()
+        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= n
+        if self._tokens < 0:
+            await trio.sleep(-self._tokens / self.rate)
+
+
+class Repairer:
+    """Runs repair and garbage collection for ``store`` until cancelled."""
+
+    def __init__(self, store: Store, rate: float = 200e6, idle_s: float = 1.0):
+        self.store = store
+        self.bucket = TokenBucket(rate)
+        self.idle_s = idle_s
+
+    @property
+    def rate(self) -> float:
+        return self.bucket.rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self.bucket.rate = value
+
+    async def run(self) -> None:
+        while True:
+            self.store.repair_wakeup = trio.Event()
+            did = await self.store.collect_garbage()
+            did += await self.repair_some()
+            if not did:
+                with trio.move_on_after(self.idle_s):
+                    await self.store.repair_wakeup.wait()
+
+    async def repair_some(self, limit: int = 1000) -> int:
+        """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed."""
+        meta = self.store.meta
+        entries = await meta.scan_prefix(b"r/", limit=limit)
+        metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
+        by_sid: dict[str, list] = defaultdict(list)
+        for kv in entries:
+            by_sid[kv.key.split(b"/")[1].decode()].append(kv)
+        fixed = 0
+        # Most degraded first: the stripe sets with the most missing shards are closest to loss.
+        for sid, kvs in sorted(by_sid.items(), key=lambda item: -len(item[1])):
+            extent = Extent.from_json(json.loads(kvs[0].value)["extent"])
+            indices = sorted({int(kv.key.split(b"/")[2]) for kv in kvs})
+            try:
+                await self.repair(extent, indices, kvs)
+                fixed += len(indices)
+            except (StoreError, ShardError, OSError) as e:
+                log.error("repair of %s %s failed: %s", sid, indices, e)
+        if entries:
+            metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
+        return fixed
+
+    async def repair(self, extent: Extent, indices: list[int], entries: list) -> None:
+        store = self.store
+        p = store.pools[extent.pool]
+        devices = p.devices_for(extent.sid)
+        if await store.meta.get(b"g/" + extent.sid.encode()) is not None:
+            await store.meta.txn([], [Delete(kv.key) for kv in entries])
+            return
+        header = {"pool": p.spec.name, "seg": SEGMENT_SIZE,
+                  "frag": p.codec.fragment_size(SEGMENT_SIZE)}
+        handles = {i: await store.clients[devices[i]].create(extent.sid, i, header)
+                   for i in indices}
+        try:
+            exclude = frozenset(indices)
+            for first in range(0, extent.segments, BATCH_SEGMENTS):
+                count = min(BATCH_SEGMENTS, extent.segments - first)
+                frags = await store._fetch(extent, p, first, count, exclude)
+                rebuilt: dict[int, list[bytes]] = {i: [] for i in indices}
+                for n in range(count):
+                    for i, frag in p.codec.reconstruct({j: f[n] for j, f in frags.items()},
+                                                       indices).items():
+                        rebuilt[i].append(frag)
+                for i in indices:
+                    await self.bucket.take(sum(map(len, rebuilt[i])))
+                    await store.clients[devices[i]].append(handles[i], rebuilt[i])
+                    metrics.REPAIRED_BYTES.inc(sum(map(len, rebuilt[i])))
+            for i in indices:
+                await store.clients[devices[i]].commit(handles[i])
+                del handles[i]
+        finally:
+            for i, h in handles.items():
+                await store.clients[devices[i]].abort(h)
+        res = await store.meta.txn([Compare(kv.key, kv.mod_rev) for kv in entries],
+                                   [Delete(kv.key) for kv in entries])
+        for i in indices:
+            store.repair_done(extent.sid, i)
+        if not res.succeeded:
+            # An entry that vanished was taken by garbage collection (it deletes repair entries
+            # before shards): remove what we wrote so no orphan is left. An entry that was only
+            # re-queued stays and is simply repaired again.
+            for kv in entries:
+                if await store.meta.get(kv.key) is None:
+                    i = int(kv.key.split(b"/")[2])
+                    await store.clients[devices[i]].delete(extent.sid, i)
+        metrics.REPAIRED_SHARDS.inc(len(indices))
+        log.info("repaired %s shards %s", extent.sid, indices)

@@ -1,0 +1,215 @@
+"""A shard server: stores shard files on one data disk (directory). Blocking calls.
+
+Durability contract of ``commit``: the file's data and trailer are fdatasync'd, it is renamed
+from ``tmp/`` into ``shards/`` and that directory is fsync'd, so a committed shard survives a
+power cut. Every ``read`` verifies the header names the requested shard and each fragment's
+crc32c before returning it. Transports (in-process today, TCP with the cluster) wrap these
+calls; nothing here assumes the caller shares memory with the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+
+from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFound,
+                        decode_header, decode_trailer, encode_header, encode_trailer,
+                        segment_count)
+
+
+@dataclass
+class _Open:
+    sid: str
+    index: int
+    fd: int
+    tmp: Path
+    segments: int = 0
+    digest: int = 0
+
+
+class ShardServer:
+    """Shards of one device under ``root``: ``shards/<sid[:2]>/<sid>.<index>`` and ``tmp/``."""
+
+    def __init__(self, root: str | os.PathLike, device_id: str):
+        self.root = Path(root)
+        self.device_id = device_id
+        self._shards = self.root / "shards"
+        self._tmp = self.root / "tmp"
+        self._shards.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(exist_ok=True)
+        self._open: dict[int, _Open] = {}
+        self._handles = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def path(self, sid: str, index: int) -> Path:
+        return self._shards / sid[:2] / f"{sid}.{index}"
+
+    # -- writing ---------------------------------------------------------------------------
+    def create(self, sid: str, index: int, header: dict) -> int:
+        """Start writing shard ``sid.index``; returns a handle for append/commit/abort."""
+        tmp = self._tmp / f"{sid}.{index}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, encode_header({**header, "sid": sid, "index": index}))
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            h = next(self._handles)
+            self._open[h] = _Open(sid, index, fd, tmp)
+        return h
+
+    def append(self, handle: int, fragments: list[bytes]) -> None:
+        """Append whole segments' fragments, each followed by its crc32c, in one writev."""
+        st = self._open[handle]
+        iov = []
+        for frag in fragments:
+            c = crc32c.crc32c(frag)
+            st.digest = crc32c.crc32c(frag, st.digest)
+            iov += (frag, CRC.pack(c))
+        want = sum(map(len, iov))
+        done = os.writev(st.fd, iov)
+        if done != want:  # short write: finish it the slow way
+            rest = b"".join(iov)[done:]
+            while rest:
+                rest = rest[os.write(st.fd, rest):]
+        st.segments += len(fragments)
+
+    def commit(self, handle: int) -> None:
+        """Seal the shard durably under its final name (see the module's contract)."""
+        st = self._open.pop(handle)
+        try:
+            os.write(st.fd, encode_trailer(st.segments, st.digest))
+            os.fdatasync(st.fd)
+        finally:
+            os.close(st.fd)
+        final = self.path(st.sid, st.index)
+        final.parent.mkdir(exist_ok=True)
+        os.rename(st.tmp, final)
+        self._fsync_dir(final.parent)
+
+    def abort(self, handle: int) -> None:
+        st = self._open.pop(handle, None)
+        if st:
+            os.close(st.fd)
+            st.tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, sid: str, index: int, first: int, count: int) -> list[bytes]:
+        """Fragments of segments ``first .. first+count-1``, each crc-verified.
+
+        Raises ShardNotFound, or ShardCorrupt naming the first bad segment."""
+        try:
+            fd = os.open(self.path(sid, index), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ShardNotFound(sid, index, "missing") from None
+        try:
+            hdr, hlen = self._header(fd, sid, index)
+            frag = hdr["frag"]
+            size = os.fstat(fd).st_size
+            total = segment_count(size, hlen, frag)
+            if first + count > total:
+                raise ShardCorrupt(sid, index, f"has {total} segments, wanted {first + count}")
+            start = hlen + first * (frag + 4)
+            end = min(hlen + (first + count) * (frag + 4), size - TRAILER_LEN)
+            buf = os.pread(fd, end - start, start)
+            if len(buf) != end - start:
+                raise ShardCorrupt(sid, index, "truncated")
+        finally:
+            os.close(fd)
+        out = []
+        mv = memoryview(buf)
+        for s in range(count):
+            off = s * (frag + 4)
+            flen = min(frag, len(buf) - off - 4)
+            piece = mv[off:off + flen]
+            if CRC.unpack_from(buf, off + flen)[0] != crc32c.crc32c(piece):
+                raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
+            out.append(piece.tobytes() if count > 1 else bytes(piece))
+        return out
+
+    def _header(self, fd: int, sid: str, index: int) -> tuple[dict, int]:
+        buf = os.pread(fd, 4096, 0)
+        try:
+            got = decode_header(buf)
+        except ValueError as e:
+            raise ShardCorrupt(sid, index, f"header: {e}") from None
+        if got is None:
+            raise ShardCorrupt(sid, index, "header truncated")
+        hdr, hlen = got
+        if hdr.get("sid") != sid or hdr.get("index") != index:
+            raise ShardCorrupt(sid, index, f"header names {hdr.get('sid')}.{hdr.get('index')}")
+        return hdr, hlen
+
+    def verify(self, sid: str, index: int) -> int:
+        """Scrub: check every fragment and the trailer digest; returns the segment count."""
+        try:
+            fd = os.open(self.path(sid, index), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ShardNotFound(sid, index, "missing") from None
+        try:
+            hdr, hlen = self._header(fd, sid, index)
+            size = os.fstat(fd).st_size
+            segments, digest = decode_trailer(os.pread(fd, TRAILER_LEN, size - TRAILER_LEN))
+        except ValueError as e:
+            raise ShardCorrupt(sid, index, str(e)) from None
+        finally:
+            os.close(fd)
+        if segments != segment_count(size, hlen, hdr["frag"]):
+            raise ShardCorrupt(sid, index, "segment count does not match file size")
+        running = 0
+        for first in range(0, segments, 16):
+            for frag in self.read(sid, index, first, min(16, segments - first)):
+                running = crc32c.crc32c(frag, running)
+        if running != digest:
+            raise ShardCorrupt(sid, index, "whole-shard digest mismatch")
+        return segments
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def delete(self, sid: str, index: int) -> bool:
+        try:
+            os.unlink(self.path(sid, index))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def list_shards(self) -> Iterator[tuple[str, int]]:
+        """Every committed shard on this device as (sid, index)."""
+        for sub in sorted(self._shards.iterdir()):
+            for f in sorted(sub.iterdir()):
+                sid, _, idx = f.name.rpartition(".")
+                if idx.isdigit():
+                    yield sid, int(idx)
+
+    def clean_tmp(self) -> int:
+        """Remove partial writes left by a crash. Only call when no write is in progress."""
+        n = 0
+        for f in self._tmp.iterdir():
+            f.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def usage(self) -> tuple[int, int]:
+        """(used, total) bytes of the filesystem holding this device."""
+        du = shutil.disk_usage(self.root)
+        return du.used, du.total
+
+
+__all__ = ["ShardServer", "ShardError", "ShardNotFound", "ShardCorrupt"]

@@ -1,0 +1,394 @@
+"""The shard store: streams data into erasure-coded stripe sets and reads it back verified.
+
+Write (DESIGN.md §4): a pending-write intent ``w/<sid>`` is recorded first; the body is cut into
+segments, each encoded into K+M fragments and streamed to the K+M shard servers of the stripe
+set's placement group; the write succeeds when at least K+1 shards are durable. Shards that
+failed are queued for repair. The caller then commits a record pointing at the extent in a
+metadata transaction that includes :meth:`Store.commit_ops` (clearing the intent); a crash
+before that leaves an intent, and :meth:`Store.recover` turns it into garbage collection.
+
+Read: the K data shards are read first (no decode work), each fragment's crc32c verified by the
+shard server; a missing, corrupt or slow shard makes the read go to parity (hedging), and every
+shard found broken is queued for repair (heal on read). Fewer than K good shards: StoreReadError,
+never wrong bytes.
+
+Metadata keys owned by the store: ``c/pool/<name>`` pool config and PG table,
+``w/<sid>`` pending writes, ``r/<sid>/<index>`` shards to repair, ``g/<sid>`` stripe sets to
+garbage-collect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
+import trio
+
+from ..meta import Compare, Delete, MetaStore, Put
+from . import metrics
+from .codec import PoolSpec, codec_for
+from .extent import SEGMENT_SIZE, Extent
+from .placement import Device, build_pg_table, pg_of
+from .shardfile import ShardError
+from .transport import ShardClient
+
+log = logging.getLogger(__name__)
+
+INLINE_MAX = 4096
+"""Objects up to this size live inside their metadata record (no shard files, no extra fsync)."""
+BATCH_SEGMENTS = 4
+"""Segments sent to a shard server per call: amortises thread hops, bounds memory to
+BATCH_SEGMENTS * segment size * (K+M)/K per in-flight batch."""
+HEDGE_AFTER_S = 0.25
+"""A shard read slower than this gets a parity read raced against it."""
+SHARD_OP_TIMEOUT_S = 60.0
+"""A shard server that does not answer one call within this is treated as failed."""
+DEFAULT_PG_COUNT = 256
+
+
+class StoreError(Exception):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """Too few shard servers answered to meet the write quorum."""
+
+
+class StoreReadError(StoreError):
+    """Fewer than K good shards of a segment could be read: the data cannot be returned."""
+
+
+class Pool:
+    """A pool's spec, PG table and epoch as held in the metadata store."""
+
+    def __init__(self, name: str, spec: PoolSpec, table: list[list[str]], epoch: int):
+        self.name, self.spec, self.table, self.epoch = name, spec, table, epoch
+        self.codec = codec_for(spec.name)
+
+    def devices_for(self, sid: str) -> list[str]:
+        return self.table[pg_of(sid, len(self.table))]
+
+
+def _j(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class Store:
+    """Use :meth:`Store.open`. ``clients`` maps device id to its :class:`ShardClient`."""
+
+    def __init__(self, meta: MetaStore, clients: dict[str, ShardClient], pools: dict[str, Pool],
+                 default_pool: str):
+        self.meta = meta
+        self.clients = clients
+        self.pools = pools
+        self.default_pool = default_pool
+        self._repair_queued: set[tuple[str, int]] = set()
+        self.repair_wakeup = trio.Event()
+
+    @classmethod
+    async def open(cls, meta: MetaStore, clients: dict[str, ShardClient], pool: str = "ec:4+2",
+                   devices: list[Device] | None = None, pg_count: int = DEFAULT_PG_COUNT
+                   ) -> Store:
+        """Load the pool ``pool`` from metadata, creating it (and its PG table) on first start."""
+        spec = PoolSpec.parse(pool)
+        key = b"c/pool/" + spec.name.encode()
+        kv = await meta.get(key)
+        if kv is None:
+            devs = devices or [Device(d) for d in clients]
+            table = build_pg_table(pg_count, devs, spec.width, spec.m)
+            rec = {"spec": spec.name, "epoch": 1, "table": table}
+            res = await meta.txn([Compare(key, 0)], [Put(key, _j(rec))])
+            if not res.succeeded:
+                kv = await meta.get(key)
+        rec = json.loads(kv.value) if kv else rec
+        unknown = {d for row in rec["table"] for d in row} - set(clients)
+        if unknown:
+            raise StoreError(f"pool {spec.name} places shards on devices not attached: "
+                             f"{sorted(unknown)}")
+        pools = {spec.name: Pool(spec.name, spec, rec["table"], rec["epoch"])}
+        return cls(meta, clients, pools, spec.name)
+
+    # -- writing ---------------------------------------------------------------------------
+    async def write(self, body: AsyncIterable[bytes], *, pool: str | None = None) -> Extent:
+        """Store ``body``; returns its extent once at least K+1 shards are durable.
+
+        Small bodies (<= INLINE_MAX) come back as an inline extent. Raises StoreUnavailable;
+        an exception from ``body`` (a client that went away, a bad chunk signature) aborts the
+        write and propagates. Nothing is referenced until the caller commits the extent.
+        """
+        it = aiter(body)
+        head = bytearray()
+        async for chunk in it:
+            head += chunk
+            if len(head) > INLINE_MAX:
+                break
+        else:
+            return Extent(len(head), inline=bytes(head))
+        p = self.pools[pool or self.default_pool]
+        sid = secrets.token_hex(16)
+        await self.meta.put(b"w/" + sid.encode(), _j({"pool": p.name, "t": time.time()}))
+        try:
+            size, failed = await self._write_shards(p, sid, head, it)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._destroy(p, sid, list(range(p.spec.width)))
+                await self.meta.delete(b"w/" + sid.encode())
+            raise
+        extent = Extent(size, sid=sid, pool=p.name)
+        for index in failed:
+            await self.queue_repair(extent, index, "write failed")
+        return extent
+
+    async def _write_shards(self, p: Pool, sid: str, head: bytearray,
+                            rest: AsyncIterator[bytes]) -> tuple[int, list[int]]:
+        spec, codec = p.spec, p.codec
+        devices = p.devices_for(sid)
+        header = {"pool": spec.name, "seg": SEGMENT_SIZE, "frag": codec.fragment_size(SEGMENT_SIZE)}
+        sends, recvs = zip(*(trio.open_memory_channel(1) for _ in range(spec.width)))
+        ok: list[int] = []
+        failed: list[int] = []
+        size = 0
+
+        async def shard_writer(index: int, recv: trio.MemoryReceiveChannel):
+            client = self.clients[devices[index]]
+            handle = None
+            try:
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    handle = await client.create(sid, index, header)
+                async for batch in recv:
+                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                        await client.append(handle, batch)
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    await client.commit(handle)
+                metrics.SHARD_OPS.labels(client.device_id, "write").inc()
+                ok.append(index)
+            except (OSError, ShardError, trio.TooSlowError) as e:
+                log.warning("shard %s.%d on %s failed: %s", sid, index, client.device_id, e)
+                metrics.SHARD_FAILURES.labels(client.device_id, "write", type(e).__name__).inc()
+                failed.append(index)
+                if handle is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await client.abort(handle)
+                async for _ in recv:  # keep draining so the producer never blocks on us
+                    pass
+
+        async def send_batch(segments: list[bytes]):
+            per_shard = [[] for _ in range(spec.width)]
+            for seg in segments:
+                for i, frag in enumerate(codec.encode(seg)):
+                    per_shard[i].append(frag)
+            for i, s in enumerate(sends):
+                await s.send(per_shard[i])
+            if len(failed) > spec.m:  # quorum is already out of reach: stop early
+                raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
+
+        async with trio.open_nursery() as nursery:
+            for i, r in enumerate(recvs):
+                nursery.start_soon(shard_writer, i, r)
+            try:
+                buf = head
+                batch: list[bytes] = []
+                async for chunk in rest:
+                    buf += chunk
+                    while len(buf) >= SEGMENT_SIZE:
+                        batch.append(bytes(buf[:SEGMENT_SIZE]))
+                        del buf[:SEGMENT_SIZE]
+                        size += SEGMENT_SIZE
+                        if len(batch) == BATCH_SEGMENTS:
+                            await send_batch(batch)
+                            batch = []
+                if buf:
+                    batch.append(bytes(buf))
+                    size += len(buf)
+                if batch:
+                    await send_batch(batch)
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            finally:
+                for s in sends:
+                    s.close()
+        if len(ok) < spec.write_quorum:
+            raise StoreUnavailable(
+                f"only {len(ok)} of {spec.width} shards durable, need {spec.write_quorum}")
+        for i in ok:
+            metrics.SHARD_BYTES.labels(devices[i], "write").inc(
+                size // spec.k if not spec.replicated else size)
+        return size, failed
+
+    async def _destroy(self, p: Pool, sid: str, indices: list[int]) -> None:
+        devices = p.devices_for(sid)
+        for i in indices:
+            try:
+                await self.clients[devices[i]].delete(sid, i)
+            except (OSError, ShardError) as e:
+                log.warning("could not delete shard %s.%d: %s", sid, i, e)
+
+    def commit_ops(self, extents: list[Extent]) -> list:
+        """Metadata ops that make ``extents`` referenced: add them to the committing txn."""
+        return [Delete(b"w/" + e.sid.encode()) for e in extents if e.sid]
+
+    def release_ops(self, extents: list[Extent]) -> list:
+        """Metadata ops that hand ``extents`` to garbage collection once the txn commits."""
+        return [Put(b"g/" + e.sid.encode(), _j(e.to_json())) for e in extents if e.sid]
+
+    async def discard(self, extents: list[Extent]) -> None:
+        """Release extents that were written but never committed."""
+        ops = self.commit_ops(extents) + self.release_ops(extents)
+        if ops:
+            await self.meta.txn([], ops)
+            self.repair_wakeup.set()
+
+    # -- reading ---------------------------------------------------------------------------
+    async def read_many(self, extents: list[Extent], start: int, end: int
+                        ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the concatenation of ``extents``."""
+        base = 0
+        for e in extents:
+            lo, hi = max(start - base, 0), min(end - base, e.size)
+            if lo < hi:
+                async for piece in self.read(e, lo, hi):
+                    yield piece
+            base += e.size
+            if base >= end:
+                return
+
+    async def read(self, extent: Extent, start: int = 0, end: int | None = None
+                   ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of one extent; only the segments holding them are read."""
+        end = extent.size if end is None else min(end, extent.size)
+        if start >= end:
+            return
+        if extent.inline is not None:
+            yield extent.inline[start:end]
+            return
+        seg = extent.segment_size
+        first, last = start // seg, (end - 1) // seg
+        for batch_first in range(first, last + 1, BATCH_SEGMENTS):
+            count = min(BATCH_SEGMENTS, last + 1 - batch_first)
+            segments = await self.read_segments(extent, batch_first, count)
+            for n, data in enumerate(segments):
+                off = (batch_first + n) * seg
+                lo, hi = max(start - off, 0), min(end - off, len(data))
+                yield data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+    async def read_segments(self, extent: Extent, first: int, count: int,
+                            exclude: frozenset[int] = frozenset()) -> list[bytes]:
+        """Decoded segments [first, first+count) of ``extent``. Raises StoreReadError."""
+        p = self.pools[extent.pool]
+        frags = await self._fetch(extent, p, first, count, exclude)
+        out = []
+        for n in range(count):
+            data = p.codec.decode({i: f[n] for i, f in frags.items()})
+            want = min(extent.segment_size, extent.size - (first + n) * extent.segment_size)
+            if len(data) != want:
+                raise StoreReadError(f"{extent.sid} segment {first + n}: decoded {len(data)} "
+                                     f"bytes, expected {want}")
+            out.append(data)
+        return out
+
+    async def _fetch(self, extent: Extent, p: Pool, first: int, count: int,
+                     exclude: frozenset[int]) -> dict[int, list[bytes]]:
+        """Verified fragments from K shards, data shards first, racing parity against failures
+        and slowness."""
+        k, width = p.spec.k, p.spec.width
+        devices = p.devices_for(extent.sid)
+        order = [i for i in range(width) if i not in exclude]
+        good: dict[int, list[bytes]] = {}
+        broken: list[tuple[int, str]] = []
+        send, recv = trio.open_memory_channel(width)
+        launched = 0
+
+        async def read_one(index: int):
+            client = self.clients[devices[index]]
+            try:
+                res = await client.read(extent.sid, index, first, count)
+                metrics.SHARD_OPS.labels(client.device_id, "read").inc()
+            except (OSError, ShardError) as e:
+                metrics.SHARD_FAILURES.labels(client.device_id, "read", type(e).__name__).inc()
+                res = e
+            await send.send((index, res))
+
+        async with trio.open_nursery() as nursery:
+            def launch():
+                nonlocal launched
+                nursery.start_soon(read_one, order[launched])
+                launched += 1
+
+            for _ in range(min(k, len(order))):
+                launch()
+            outstanding = launched
+            while len(good) < k and outstanding:
+                with trio.move_on_after(HEDGE_AFTER_S) as cs:
+                    index, res = await recv.receive()
+                if cs.cancelled_caught:
+                    if launched < len(order):
+                        launch()
+                        outstanding += 1
+                    continue
+                outstanding -= 1
+                if isinstance(res, Exception):
+                    broken.append((index, str(res)))
+                    if launched < len(order):
+                        launch()
+                        outstanding += 1
+                else:
+                    good[index] = res
+            nursery.cancel_scope.cancel()
+        if any(i >= k for i in good):
+            metrics.DEGRADED_READS.inc()
+        for index, why in broken:
+            await self.queue_repair(extent, index, why)
+        if len(good) < k:
+            raise StoreReadError(
+                f"stripe set {extent.sid}: only {len(good)} of {k} needed shards readable "
+                f"({'; '.join(w for _, w in broken)})")
+        return dict(sorted(good.items())[:k])
+
+    # -- repair and garbage collection queues ------------------------------------------------
+    async def queue_repair(self, extent: Extent, index: int, reason: str) -> None:
+        """Record that shard ``index`` of ``extent`` must be rewritten (idempotent)."""
+        if (extent.sid, index) in self._repair_queued:
+            return
+        self._repair_queued.add((extent.sid, index))
+        log.info("queue repair of %s.%d: %s", extent.sid, index, reason)
+        await self.meta.put(b"r/%s/%d" % (extent.sid.encode(), index),
+                            _j({"extent": extent.to_json(), "reason": reason, "t": time.time()}))
+        self.repair_wakeup.set()
+
+    def repair_done(self, sid: str, index: int) -> None:
+        self._repair_queued.discard((sid, index))
+
+    async def recover(self) -> int:
+        """After a crash or on start (no writes in flight): remove partial shard files and hand
+        every uncommitted write to garbage collection. Returns the number of intents found."""
+        for c in self.clients.values():
+            await c.clean_tmp()
+        intents = await self.meta.scan_prefix(b"w/")
+        for kv in intents:
+            sid = kv.key[2:].decode()
+            info = json.loads(kv.value)
+            ext = Extent(0, sid=sid, pool=info["pool"])
+            await self.meta.txn([Compare(kv.key, kv.mod_rev)],
+                                [Delete(kv.key), *self.release_ops([ext])])
+        return len(intents)
+
+    async def collect_garbage(self, limit: int = 100) -> int:
+        """Delete the shards of up to ``limit`` released stripe sets; returns how many."""
+        entries = await self.meta.scan_prefix(b"g/", limit=limit)
+        metrics.GC_BACKLOG.set(await self.meta.count_prefix(b"g/"))
+        for kv in entries:
+            sid = kv.key[2:].decode()
+            ext = Extent.from_json(json.loads(kv.value))
+            p = self.pools.get(ext.pool)
+            # Repair entries go first: a repair that finishes after this sees its entry gone
+            # and removes the shard it wrote (see Repairer).
+            for r in await self.meta.scan_prefix(b"r/" + sid.encode() + b"/"):
+                await self.meta.delete(r.key)
+            if p is not None:
+                await self._destroy(p, sid, list(range(p.spec.width)))
+            await self.meta.txn([Compare(kv.key, kv.mod_rev)], [Delete(kv.key)])
+        return len(entries)

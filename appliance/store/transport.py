@@ -1,0 +1,89 @@
+"""How the store reaches shard servers.
+
+:class:`ShardClient` is the interface (one per device); :class:`InProcessClient` runs a local
+:class:`ShardServer`'s blocking calls in worker threads. Fragments cross the interface as
+``bytes`` by value, exactly as they will over TCP, so no caller may rely on shared memory.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import trio
+
+from .shardserver import ShardServer
+
+
+class ShardClient(abc.ABC):
+    device_id: str
+
+    @abc.abstractmethod
+    async def create(self, sid: str, index: int, header: dict) -> int: ...
+
+    @abc.abstractmethod
+    async def append(self, handle: int, fragments: list[bytes]) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self, handle: int) -> None:
+        """Returns once the shard is durable (ShardServer.commit's contract)."""
+
+    @abc.abstractmethod
+    async def abort(self, handle: int) -> None: ...
+
+    @abc.abstractmethod
+    async def read(self, sid: str, index: int, first: int, count: int) -> list[bytes]:
+        """Verified fragments of segments [first, first+count). Raises ShardError."""
+
+    @abc.abstractmethod
+    async def delete(self, sid: str, index: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def verify(self, sid: str, index: int) -> int: ...
+
+    @abc.abstractmethod
+    async def list_shards(self) -> list[tuple[str, int]]: ...
+
+    @abc.abstractmethod
+    async def clean_tmp(self) -> int: ...
+
+
+class InProcessClient(ShardClient):
+    """A shard server in this process. Each device gets its own thread limiter, so one slow
+    disk cannot take every worker thread from the others."""
+
+    def __init__(self, server: ShardServer, threads: int = 4):
+        self.server = server
+        self.device_id = server.device_id
+        self._limiter = trio.CapacityLimiter(threads)
+
+    async def _run(self, fn, *args, cancellable: bool = False):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
+                                             cancellable=cancellable)
+
+    async def create(self, sid, index, header):
+        return await self._run(self.server.create, sid, index, header)
+
+    async def append(self, handle, fragments):
+        await self._run(self.server.append, handle, fragments)
+
+    async def commit(self, handle):
+        await self._run(self.server.commit, handle)
+
+    async def abort(self, handle):
+        await self._run(self.server.abort, handle)
+
+    async def read(self, sid, index, first, count):
+        # cancellable: a hedged read that lost the race is abandoned, not waited for.
+        return await self._run(self.server.read, sid, index, first, count, cancellable=True)
+
+    async def delete(self, sid, index):
+        return await self._run(self.server.delete, sid, index)
+
+    async def verify(self, sid, index):
+        return await self._run(self.server.verify, sid, index)
+
+    async def list_shards(self):
+        return await self._run(lambda: list(self.server.list_shards()))
+
+    async def clean_tmp(self):
+        return await self._run(self.server.clean_tmp)
