@@ -267,6 +267,22 @@ class Namespace:
         """Bytes ``[start, end)`` of the object, streamed, checksums verified by the store."""
         return self.store.read_many(record.extents, start, record.size if end is None else end)
 
+    async def referenced_extents(self) -> AsyncIterator[Extent]:
+        """Every extent an object record or an uploaded part points at (for fsck)."""
+        for prefix in (b"o/", b"p/"):
+            after = b""
+            while True:
+                kvs = await self.meta.scan_prefix(prefix, after=after, limit=1000)
+                for kv in kvs:
+                    if prefix == b"o/":
+                        for e in ObjectRecord.from_bytes("", kv.value, kv.mod_rev).extents:
+                            yield e
+                    else:
+                        yield self._part_from(kv.value).extent
+                if len(kvs) < 1000:
+                    break
+                after = kvs[-1].key
+
     # -- multipart uploads -------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, owner: str, template: dict) -> Upload:
         if await self.get_bucket(bucket) is None:

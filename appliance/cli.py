@@ -1,0 +1,195 @@
+"""The ``appliance`` command: run a node and administer it.
+
+Human tables by default, ``--json`` for scripts. Administration commands open the node's
+metadata directly, so they work whether or not the node is running (SQLite WAL lets the two
+processes share it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import trio
+from tabulate import tabulate
+
+from .accounts import AccountError, Accounts
+from .meta import SqliteMeta
+from .store import PoolSpecError
+
+DEFAULT_DATA_DIR = os.environ.get("APPLIANCE_DATA_DIR", "/var/lib/appliance")
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _emit(args, rows: list[dict], headers: list[str]) -> None:
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(tabulate([[r[h] for h in headers] for r in rows], headers=headers))
+
+
+def _meta(args) -> SqliteMeta:
+    db = Path(args.data_dir) / "meta.db"
+    if not db.exists():
+        raise SystemExit(f"appliance: no appliance data in {args.data_dir} "
+                         "(run `appliance up --data-dir ...` first)")
+    return SqliteMeta(str(db))
+
+
+async def _with_accounts(args, fn):
+    meta = _meta(args)
+    try:
+        return await fn(Accounts(meta))
+    finally:
+        await meta.aclose()
+
+
+def cmd_up(args) -> int:
+    from . import node
+
+    disks = [d for d in args.disks.split(",") if d] if args.disks else None
+    try:
+        trio.run(lambda: node.run(Path(args.data_dir), args.s3, disks=disks, pool=args.pool,
+                                  domain=args.domain, region=args.region,
+                                  repair_rate=args.repair_rate * 1e6))
+    except (node.SetupError, PoolSpecError) as e:
+        print(f"appliance: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_user(args) -> int:
+    async def go(acc: Accounts):
+        if args.action == "create":
+            u = await acc.create_user(args.name)
+            _emit(args, [{"user": u.name, "created": _when(u.created)}], ["user", "created"])
+        elif args.action == "list":
+            users = await acc.list_users()
+            rows = [{"user": u.name, "created": _when(u.created),
+                     "keys": len(await acc.list_keys(u.name))} for u in users]
+            _emit(args, rows, ["user", "created", "keys"])
+        else:
+            await acc.delete_user(args.name)
+            _emit(args, [{"deleted": args.name}], ["deleted"])
+
+    trio.run(_with_accounts, args, go)
+    return 0
+
+
+def cmd_key(args) -> int:
+    async def go(acc: Accounts):
+        if args.action == "create":
+            k = await acc.create_key(args.user)
+            if args.json:
+                print(json.dumps({"access_key_id": k.access_key_id,
+                                  "secret_access_key": k.secret_access_key, "user": k.user}))
+            else:
+                print(tabulate([[k.user, k.access_key_id, k.secret_access_key]],
+                               headers=["user", "access_key_id", "secret_access_key"]))
+        elif args.action == "list":
+            keys = await acc.list_keys(args.user)
+            rows = [{"access_key_id": k.access_key_id, "user": k.user,
+                     "created": _when(k.created)} for k in keys]
+            _emit(args, rows, ["access_key_id", "user", "created"])
+        else:
+            await acc.delete_key(args.access_key_id)
+            _emit(args, [{"deleted": args.access_key_id}], ["deleted"])
+
+    trio.run(_with_accounts, args, go)
+    return 0
+
+
+def cmd_fsck(args) -> int:
+    from . import node
+    from .fsck import fsck
+
+    async def go():
+        async with node.open_node(Path(args.data_dir)) as (meta, store, ns, _acc):
+            return await fsck(meta, store, ns)
+
+    report = trio.run(go)
+    if args.json:
+        print(json.dumps({**asdict(report), "clean": report.clean}, indent=2))
+    else:
+        print(tabulate([[report.stripe_sets, report.shards, len(report.orphans),
+                         len(report.missing), report.pending, report.garbage]],
+                       headers=["stripe sets", "shard files", "orphans", "missing",
+                                "pending writes", "awaiting GC"]))
+        for o in report.orphans:
+            print(f"orphan  {o}")
+        for m in report.missing:
+            print(f"missing {m}")
+    return 0 if report.clean else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_dir(sp):
+        sp.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="node state directory (default: %(default)s)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    up = sub.add_parser("up", help="run a single-node appliance in the foreground")
+    data_dir(up)
+    up.add_argument("--disks", help="comma-separated data directories, one per disk "
+                                    "(default: six directories under DATA_DIR/disks)")
+    up.add_argument("--s3", default="127.0.0.1:9000", help="S3 listen HOST:PORT")
+    up.add_argument("--pool", default=None, help="protection policy on first start: "
+                                                 "ec:K+M or replicated:N (default ec:4+2)")
+    up.add_argument("--domain", help="base domain for virtual-host style bucket addressing")
+    up.add_argument("--region", default="us-east-1")
+    up.add_argument("--repair-rate", type=float, default=200.0, help="repair MB/s (0: no cap)")
+    up.set_defaults(fn=cmd_up)
+
+    user = sub.add_parser("user", help="manage users (accounts)")
+    usub = user.add_subparsers(dest="action", required=True)
+    for action in ("create", "delete"):
+        sp = usub.add_parser(action)
+        sp.add_argument("name")
+        data_dir(sp)
+    data_dir(usub.add_parser("list"))
+    user.set_defaults(fn=cmd_user)
+
+    key = sub.add_parser("key", help="manage access keys")
+    ksub = key.add_subparsers(dest="action", required=True)
+    sp = ksub.add_parser("create")
+    sp.add_argument("user")
+    data_dir(sp)
+    sp = ksub.add_parser("list")
+    sp.add_argument("user", nargs="?")
+    data_dir(sp)
+    sp = ksub.add_parser("delete")
+    sp.add_argument("access_key_id")
+    data_dir(sp)
+    key.set_defaults(fn=cmd_key)
+
+    fs = sub.add_parser("fsck", help="check that every shard is referenced and present")
+    data_dir(fs)
+    fs.set_defaults(fn=cmd_fsck)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("APPLIANCE_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AccountError as e:
+        print(f"appliance: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""A single-node appliance: metadata, shard servers, store, repair and the S3 gateway.
+
+State under the data directory::
+
+    appliance.json   layout chosen on first start (disks, pool) - later starts must match
+    meta.db          SQLite metadata (WAL)
+    credentials      the root access key, AWS shared-credentials format, mode 0600
+    disks/disk0..5   stand-in data disks when --disks is not given
+    lock             held while the node runs (one node per data directory)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from .accounts import Accounts
+from .meta import SqliteMeta
+from .namespace import Namespace
+from .store import Device, InProcessClient, PoolSpec, ShardServer, Store
+from .store.repair import Repairer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DISKS = 6
+ROOT_USER = "root"
+
+
+class SetupError(Exception):
+    """The data directory cannot be used as asked (layout mismatch, locked, bad path)."""
+
+
+@dataclass
+class Layout:
+    disks: list[str]
+    pool: str = "ec:4+2"
+    extra: dict = field(default_factory=dict)
+
+
+def meta_path(data_dir: Path) -> Path:
+    return data_dir / "meta.db"
+
+
+def load_or_create_layout(data_dir: Path, disks: list[str] | None, pool: str | None) -> Layout:
+    """The layout recorded on first start; raises SetupError when arguments contradict it."""
+    cfg = data_dir / "appliance.json"
+    if cfg.exists():
+        saved = json.loads(cfg.read_text())
+        layout = Layout(saved["disks"], saved["pool"])
+        if disks and [str(Path(d).resolve()) for d in disks] != layout.disks:
+            raise SetupError(f"{data_dir} was set up with disks {layout.disks}; changing the "
+                             "disk layout is not supported yet")
+        if pool and PoolSpec.parse(pool).name != layout.pool:
+            raise SetupError(f"{data_dir} was set up with pool {layout.pool}, not {pool}")
+        return layout
+    spec = PoolSpec.parse(pool or "ec:4+2")
+    if disks:
+        paths = [str(Path(d).resolve()) for d in disks]
+    else:
+        paths = [str((data_dir / "disks" / f"disk{i}").resolve()) for i in range(DEFAULT_DISKS)]
+    if len(set(paths)) != len(paths):
+        raise SetupError("the same disk is named twice")
+    layout = Layout(paths, spec.name)
+    tmp = cfg.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"disks": layout.disks, "pool": layout.pool}, indent=2))
+    os.replace(tmp, cfg)
+    return layout
+
+
+def write_credentials(path: Path, akid: str, secret: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"[default]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o600)
+
+
+@asynccontextmanager
+async def open_node(data_dir: Path, disks: list[str] | None = None, pool: str | None = None):
+    """Open the node's metadata and store (creating them on first start); yields
+    (meta, store, namespace, accounts)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    layout = load_or_create_layout(data_dir, disks, pool)
+    meta = SqliteMeta(str(meta_path(data_dir)))
+    try:
+        clients = {}
+        for i, path in enumerate(layout.disks):
+            dev = f"d{i}"
+            clients[dev] = InProcessClient(ShardServer(path, dev))
+        store = await Store.open(meta, clients, layout.pool,
+                                 devices=[Device(d) for d in clients])
+        yield meta, store, Namespace(meta, store), Accounts(meta)
+    finally:
+        await meta.aclose()
+
+
+async def ensure_root_credentials(accounts: Accounts, data_dir: Path) -> tuple[str, str] | None:
+    """On first start create the root user and key, write them to DIR/credentials and return
+    them (so the caller prints them once); None when they already exist."""
+    if await accounts.get_user(ROOT_USER) is not None:
+        return None
+    await accounts.create_user(ROOT_USER)
+    key = await accounts.create_key(ROOT_USER)
+    write_credentials(data_dir / "credentials", key.access_key_id, key.secret_access_key)
+    return key.access_key_id, key.secret_access_key
+
+
+def _lock(data_dir: Path):
+    f = open(data_dir / "lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SetupError(f"another appliance is running on {data_dir}") from None
+    return f
+
+
+async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
+              pool: str | None = None, domain: str | None = None, region: str = "us-east-1",
+              repair_rate: float = 200e6, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the node until SIGTERM/SIGINT. Clean shutdown: stop accepting, let requests in
+    flight finish (hypercorn's graceful timeout), stop background work, close metadata."""
+    import hypercorn.config
+    import hypercorn.trio
+
+    from .s3.app import S3App
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(data_dir)
+    async with open_node(data_dir, disks, pool) as (meta, store, ns, accounts):
+        created = await ensure_root_credentials(accounts, data_dir)
+        if created:
+            print(f"root access key created (also in {data_dir / 'credentials'}):\n"
+                  f"  aws_access_key_id     = {created[0]}\n"
+                  f"  aws_secret_access_key = {created[1]}", flush=True)
+        # Single node, nothing in flight yet: every pending write is from a crash.
+        recovered = await store.recover()
+        if recovered:
+            log.warning("found %d writes interrupted by a crash; their shards will be removed",
+                        recovered)
+        cfg = hypercorn.config.Config()
+        cfg.bind = [s3_bind]
+        cfg.accesslog = None
+        cfg.graceful_timeout = 10
+        cfg.keep_alive_timeout = 75  # longer than typical client idle timeouts (60 s)
+        app = S3App(ns, accounts, region=region, domain=domain)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            repairer = Repairer(store, rate=repair_rate)
+            nursery.start_soon(repairer.run)
+            nursery.start_soon(_wait_for_signal, stop)
+            print(f"S3 endpoint http://{s3_bind} (data in {data_dir})", flush=True)
+            task_status.started()
+            await hypercorn.trio.serve(app, cfg, shutdown_trigger=stop.wait)
+            nursery.cancel_scope.cancel()
+    lock.close()
+    print("stopped cleanly", flush=True)
+
+
+async def _wait_for_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            print("shutting down", file=sys.stderr, flush=True)
+            stop.set()
+            return
