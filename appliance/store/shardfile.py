@@ -10,8 +10,9 @@ A shard file holds fragment ``index`` of every segment of one stripe set::
 The header JSON names the stripe set (``sid``), ``index``, ``pool``, ``seg`` (segment size)
 and ``frag`` (fragment size of a full segment), so segment ``s`` starts at
 ``header_len + s * (frag + 4)`` and a ranged read touches only the segments it needs. The
-trailer's ``digest`` is the crc32c of all fragment bytes in order (scrub checks it); its
-presence also proves the file was completely written. All integers are big-endian.
+trailer's ``digest`` is the crc32c of the sequence of fragment CRCs (as stored), so it covers
+every byte without hashing the data twice; scrub checks it, and its presence proves the file
+was completely written. All integers are big-endian.
 """
 
 from __future__ import annotations

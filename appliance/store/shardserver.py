@@ -73,9 +73,9 @@ class ShardServer:
         st = self._open[handle]
         iov = []
         for frag in fragments:
-            c = crc32c.crc32c(frag)
-            st.digest = crc32c.crc32c(frag, st.digest)
-            iov += (frag, CRC.pack(c))
+            c = CRC.pack(crc32c.crc32c(frag))
+            st.digest = crc32c.crc32c(c, st.digest)
+            iov += (frag, c)
         want = sum(map(len, iov))
         done = os.writev(st.fd, iov)
         if done != want:  # short write: finish it the slow way
@@ -177,7 +177,7 @@ class ShardServer:
         running = 0
         for first in range(0, segments, 16):
             for frag in self.read(sid, index, first, min(16, segments - first)):
-                running = crc32c.crc32c(frag, running)
+                running = crc32c.crc32c(CRC.pack(crc32c.crc32c(frag)), running)
         if running != digest:
             raise ShardCorrupt(sid, index, "whole-shard digest mismatch")
         return segments

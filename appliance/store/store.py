@@ -189,20 +189,25 @@ class Store:
             for i, r in enumerate(recvs):
                 nursery.start_soon(shard_writer, i, r)
             try:
-                buf = head
+                # Chunks are collected in a list and joined once per segment: one copy per byte.
+                pieces: list = [bytes(head)]
+                have = len(head)
                 batch: list[bytes] = []
                 async for chunk in rest:
-                    buf += chunk
-                    while len(buf) >= SEGMENT_SIZE:
-                        batch.append(bytes(buf[:SEGMENT_SIZE]))
-                        del buf[:SEGMENT_SIZE]
+                    pieces.append(chunk)
+                    have += len(chunk)
+                    while have >= SEGMENT_SIZE:
+                        joined = b"".join(pieces)
+                        batch.append(joined[:SEGMENT_SIZE])
+                        tail = joined[SEGMENT_SIZE:]
+                        pieces, have = ([tail] if tail else []), len(tail)
                         size += SEGMENT_SIZE
                         if len(batch) == BATCH_SEGMENTS:
                             await send_batch(batch)
                             batch = []
-                if buf:
-                    batch.append(bytes(buf))
-                    size += len(buf)
+                if have:
+                    batch.append(b"".join(pieces))
+                    size += have
                 if batch:
                     await send_batch(batch)
             except BaseException:
