@@ -129,7 +129,7 @@ def cmd_fsck(args) -> int:
 
     async def go():
         async with node.open_node(Path(args.data_dir)) as (meta, store, ns, _acc):
-            return await fsck(meta, store, ns)
+            return await fsck(meta, store, ns, verify=args.verify)
 
     report = trio.run(go)
     if args.json:
@@ -143,7 +143,45 @@ def cmd_fsck(args) -> int:
             print(f"orphan  {o}")
         for m in report.missing:
             print(f"missing {m}")
+        for c in report.corrupt:
+            print(f"corrupt {c}")
     return 0 if report.clean else 1
+
+
+def cmd_locate(args) -> int:
+    from . import node
+
+    async def go():
+        async with node.open_node(Path(args.data_dir)) as (_meta, store, ns, _acc):
+            rec = await ns.get_object(args.bucket, args.key)
+            if rec is None:
+                return None
+            rows = []
+            for n, e in enumerate(rec.extents):
+                if e.inline is not None:
+                    rows.append({"extent": n, "size": e.size, "inline": True, "shards": []})
+                    continue
+                devices = store.pools[e.pool].devices_for(e.sid)
+                shards = [{"index": i, "device": d,
+                           "path": str(store.clients[d].server.path(e.sid, i))}
+                          for i, d in enumerate(devices)]
+                rows.append({"extent": n, "size": e.size, "sid": e.sid, "pool": e.pool,
+                             "inline": False, "shards": shards})
+            return rows
+
+    rows = trio.run(go)
+    if rows is None:
+        print(f"appliance: no object {args.key!r} in bucket {args.bucket!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = [[r["extent"], r["size"], "inline" if r["inline"] else r["pool"],
+                  s["index"], s["device"], s["path"]]
+                 for r in rows for s in (r["shards"] or [{"index": "", "device": "",
+                                                          "path": ""}])]
+        print(tabulate(table, headers=["extent", "size", "pool", "shard", "device", "path"]))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     fs = sub.add_parser("fsck", help="check that every shard is referenced and present")
     data_dir(fs)
+    fs.add_argument("--verify", action="store_true", help="also verify every shard's checksums")
     fs.set_defaults(fn=cmd_fsck)
+
+    loc = sub.add_parser("locate", help="show where an object's shards are stored")
+    loc.add_argument("bucket")
+    loc.add_argument("key")
+    data_dir(loc)
+    loc.set_defaults(fn=cmd_locate)
     return p
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .meta import MetaStore
 from .namespace import Namespace
 from .store import Store
+from .store.shardfile import ShardError
 
 
 @dataclass
@@ -23,15 +24,20 @@ class FsckReport:
     """``device:sid.index`` of shard files no record references."""
     missing: list[str] = field(default_factory=list)
     """``sid.index`` of shards a record needs that no device has (repair will rebuild them)."""
+    corrupt: list[str] = field(default_factory=list)
+    """``device:sid.index`` of shard files failing their checksums (only with verify=True)."""
     pending: int = 0
     garbage: int = 0
 
     @property
     def clean(self) -> bool:
-        return not self.orphans and not self.missing
+        return not self.orphans and not self.missing and not self.corrupt
 
 
-async def fsck(meta: MetaStore, store: Store, ns: Namespace) -> FsckReport:
+async def fsck(meta: MetaStore, store: Store, ns: Namespace, verify: bool = False
+               ) -> FsckReport:
+    """Compare the shards on every device with what metadata references. ``verify``: also
+    read every shard and check all its checksums (a scrub)."""
     refs = {e.sid: e.pool async for e in ns.referenced_extents() if e.sid}
     accounted = {kv.key[2:].decode() for p in (b"w/", b"g/") for kv in await meta.scan_prefix(p)}
     report = FsckReport(stripe_sets=len(refs),
@@ -44,6 +50,11 @@ async def fsck(meta: MetaStore, store: Store, ns: Namespace) -> FsckReport:
             present.add((sid, index))
             if sid not in refs and sid not in accounted:
                 report.orphans.append(f"{dev}:{sid}.{index}")
+            elif verify:
+                try:
+                    await client.verify(sid, index)
+                except ShardError as e:
+                    report.corrupt.append(f"{dev}:{sid}.{index} ({e})")
     for sid, pool in refs.items():
         for index in range(store.pools[pool].spec.width):
             if (sid, index) not in present:
