@@ -27,6 +27,10 @@ CODES: dict[str, tuple[int, str]] = {
     "BucketAlreadyOwnedByYou": (409, "Your previous request to create the named bucket "
                                      "succeeded and you already own it."),
     "BucketNotEmpty": (409, "The bucket you tried to delete is not empty"),
+    "ConditionalRequestConflict": (409, "A conflicting operation occurred. If using PutObject "
+                                        "you can retry the request. If using multipart upload "
+                                        "you should initiate another CreateMultipartUpload "
+                                        "request and re-upload each part."),
     "CredentialsNotSupported": (400, "This request does not support credentials."),
     "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed object size."),
     "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed object "
@@ -71,6 +75,8 @@ CODES: dict[str, tuple[int, str]] = {
     "KeyTooLongError": (400, "Your key is too long"),
     "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate "
                                "against our published schema."),
+    "MalformedTrailerError": (400, "The request contained trailing data that was not "
+                                   "well-formed or did not conform to our published schema."),
     "MalformedPOSTRequest": (400, "The body of your POST request is not well-formed "
                                   "multipart/form-data."),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate "
@@ -108,6 +114,8 @@ CODES: dict[str, tuple[int, str]] = {
     "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not "
                                 "hold"),
+    "ReplicationConfigurationNotFoundError": (404, "The replication configuration was not "
+                                                   "found"),
     "RequestHeaderSectionTooLarge": (400, "Your request header section exceeds the maximum "
                                           "allowed size."),
     "RequestTimeout": (400, "Your socket connection to the server was not read from or "

@@ -1,0 +1,58 @@
+"""What every controller shares: the namespace, the gateway settings, bucket access checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...accounts import Accounts
+from ...namespace import Bucket, Namespace
+from ..errors import S3Error
+from ..request import MAX_KEY_BYTES, S3Request
+
+
+@dataclass
+class Gateway:
+    """Settings and services of one S3App, handed to every controller."""
+
+    namespace: Namespace
+    accounts: Accounts
+    region: str = "us-east-1"
+    domain: str | None = None
+    body_timeout: float = 60.0
+    """Seconds a request body may stall before the request fails with RequestTimeout."""
+
+
+class Controller:
+    """Base class: ``handlers()`` maps AWS operation names to bound coroutine methods."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        self.ns = gw.namespace
+
+    def handlers(self) -> dict:
+        raise NotImplementedError
+
+    async def bucket(self, req: S3Request, name: str | None = None) -> Bucket:
+        """The request's bucket (or ``name``), checked to belong to the caller.
+
+        Raises S3Error NoSuchBucket (404), AccessDenied (403) when another account owns it."""
+        name = req.bucket if name is None else name
+        b = await self.ns.get_bucket(name)
+        if b is None:
+            raise S3Error("NoSuchBucket", BucketName=name)
+        if b.owner != req.user:
+            raise S3Error("AccessDenied")
+        return b
+
+
+def check_key(key: str) -> None:
+    """Raises KeyTooLongError when the UTF-8 key exceeds 1024 bytes."""
+    n = len(key.encode("utf-8"))
+    if n > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError", Size=str(n), MaxSizeAllowed=str(MAX_KEY_BYTES))
+
+
+def owner_xml(user: str):
+    """``<Owner><ID>user</ID><DisplayName>user</DisplayName></Owner>`` children."""
+    from ..xmlio import E
+    return E("Owner", E("ID", user), E("DisplayName", user))

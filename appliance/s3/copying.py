@@ -1,0 +1,97 @@
+"""Server-side copies (CopyObject, UploadPartCopy): the copy source and copying data.
+
+``x-amz-copy-source`` is ``bucket/key`` or ``/bucket/key``, URL-encoded, optionally followed by
+``?versionId=...`` (ignored: there is one version per key).
+https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import trio
+
+from ..namespace import Namespace, ObjectRecord
+from ..store import Extent
+from .errors import S3Error, invalid_argument
+from .hashing import HashThread
+from .request import MAX_KEY_BYTES
+
+MAX_COPY_SIZE = 5 << 30
+"""Largest source of a single CopyObject / UploadPartCopy range (AWS: 5 GiB)."""
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    """(bucket, key) of an ``x-amz-copy-source`` header. Raises InvalidArgument."""
+    raw = value.strip()
+    path, _, query = raw.partition("?")
+    if query and not query.startswith("versionId="):
+        raise invalid_argument("Invalid copy source object key", "x-amz-copy-source", value)
+    try:
+        path = urllib.parse.unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_argument("Invalid copy source encoding", "x-amz-copy-source",
+                               value) from None
+    if path.startswith("/"):
+        path = path[1:]
+    bucket, sep, key = path.partition("/")
+    if not bucket or not sep or not key:
+        raise invalid_argument("Invalid copy source object key", "x-amz-copy-source", value)
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError")
+    return bucket, key
+
+
+def parse_copy_range(value: str, size: int) -> tuple[int, int]:
+    """``x-amz-copy-source-range: bytes=first-last`` -> ``[first, last+1)``.
+
+    Raises InvalidArgument for a malformed value, InvalidRange when it lies outside the
+    source object. https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html"""
+    unit, sep, spec = value.strip().partition("=")
+    first, dash, last = spec.partition("-")
+    if (unit != "bytes" or not sep or not dash or not first.isdigit() or not last.isdigit()
+            or int(last) < int(first)):
+        raise invalid_argument("The x-amz-copy-source-range value must be of the form "
+                               "bytes=first-last where first and last are the zero-based "
+                               "offsets of the first and last bytes to copy",
+                               "x-amz-copy-source-range", value)
+    start, end = int(first), int(last) + 1
+    if end > size:
+        raise S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
+                      RangeRequested=value, ActualObjectSize=str(size))
+    return start, end
+
+
+async def copy_data(ns: Namespace, rec: ObjectRecord, start: int, end: int,
+                    algorithms: list[str] = ()) -> tuple[list[Extent], dict[str, bytes]]:
+    """Copy bytes ``[start, end)`` of ``rec`` into new extents; returns (extents, digests of
+    ``algorithms`` over the copied bytes).
+
+    A whole-object copy of inline data with no digest wanted reuses the extents (inline data is
+    part of the record, nothing to share). Otherwise the data is read and written anew, so
+    the copy never shares stripe sets with its source (each record's extents are released on
+    their own). The caller commits the extents or discards them."""
+    if (not algorithms and (start, end) == (0, rec.size)
+            and all(e.inline is not None for e in rec.extents)):
+        return list(rec.extents), {}
+    hasher = HashThread(algorithms) if algorithms else None
+
+    async def data():
+        async for piece in ns.read(rec, start, end):
+            piece = bytes(piece)
+            if hasher is not None:
+                await hasher.feed(piece)
+            yield piece
+
+    extent = None
+    try:
+        extent = await ns.write_data(data())
+        digests = await hasher.finish() if hasher is not None else {}
+    except BaseException:
+        if hasher is not None:
+            hasher.close()
+        if extent is not None:
+            with trio.CancelScope(shield=True):
+                await ns.discard([extent])
+        raise
+    return [extent], digests

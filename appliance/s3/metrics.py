@@ -1,0 +1,21 @@
+"""Prometheus metrics of the S3 gateway (default registry, exported at GET /metrics).
+
+- ``appliance_s3_requests_total{op,status}``: requests answered, by AWS operation name and
+  HTTP status (``op`` is ``Unknown`` when the request never got past routing).
+- ``appliance_s3_request_seconds{op}``: latency histogram, seconds from the first byte of the
+  request to the last byte of the response.
+- ``appliance_s3_received_bytes_total{op}`` / ``appliance_s3_sent_bytes_total{op}``: body
+  bytes read from clients and sent to them.
+- ``appliance_s3_requests_in_flight``: requests being served.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("appliance_s3_requests_total", "S3 requests by operation and HTTP status",
+                   ["op", "status"])
+LATENCY = Histogram("appliance_s3_request_seconds", "S3 request latency by operation",
+                    ["op"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                     1, 2.5, 5, 10, 30, 60, 120, 300))
+BYTES_IN = Counter("appliance_s3_received_bytes_total", "Request body bytes received", ["op"])
+BYTES_OUT = Counter("appliance_s3_sent_bytes_total", "Response body bytes sent", ["op"])
+IN_FLIGHT = Gauge("appliance_s3_requests_in_flight", "S3 requests being served")
