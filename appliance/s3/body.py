@@ -101,7 +101,7 @@ class BodyReader:
         return data
 
     async def stream(self, piece_size: int = PIECE_SIZE) -> AsyncIterator[bytes]:
-        """The payload in pieces of about ``piece_size`` bytes (the last may be shorter).
+        """The payload in pieces of exactly ``piece_size`` bytes (the last may be shorter).
 
         Raises ClientDisconnected, S3Error RequestTimeout, sigv4.S3AuthError from the
         aws-chunked decoder (SignatureDoesNotMatch, IncompleteBody, ...), S3Error
@@ -109,34 +109,32 @@ class BodyReader:
         if self.started:
             raise RuntimeError("request body already read")
         self.started = True
-        parts: list = []
-        buffered = 0
+        buf = bytearray()
         total = 0
         decoder = self.decoder
         while True:
             data = await self._wire()
             if data is None:
                 break
-            pieces = decoder.feed(data) if decoder is not None else (data,)
-            for p in pieces:
-                if p:
-                    parts.append(p)
-                    buffered += len(p)
-            if buffered >= piece_size:
-                out = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) \
-                    else b"".join(parts)
-                parts.clear()
-                total += buffered
-                buffered = 0
+            if decoder is None:
+                buf += data
+            else:
+                for p in decoder.feed(data):
+                    buf += p
+            while len(buf) >= piece_size:
+                with memoryview(buf) as view:
+                    out = bytes(view[:piece_size])
+                del buf[:piece_size]
+                total += piece_size
                 yield out
         if decoder is not None:
             decoder.close()
             self.trailers = dict(decoder.trailers)
-        total += buffered
+        total += len(buf)
         if self.length is not None and total != self.length:
             raise S3Error("IncompleteBody")
-        if parts:
-            yield b"".join(parts)
+        if buf:
+            yield bytes(buf)
 
     async def read_all(self, limit: int) -> bytes:
         """The whole payload (for XML bodies), verified against a signed x-amz-content-sha256.

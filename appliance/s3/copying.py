@@ -13,6 +13,7 @@ import trio
 
 from ..namespace import Namespace, ObjectRecord
 from ..store import Extent
+from .body import PIECE_SIZE
 from .errors import S3Error, invalid_argument
 from .hashing import HashThread
 from .request import MAX_KEY_BYTES
@@ -77,11 +78,23 @@ async def copy_data(ns: Namespace, rec: ObjectRecord, start: int, end: int,
     hasher = HashThread(algorithms) if algorithms else None
 
     async def data():
+        # Re-cut into whole pieces of PIECE_SIZE (= the store's segment size), whatever
+        # the source extents' boundaries: the store and the hasher work best that way.
+        buf = bytearray()
         async for piece in ns.read(rec, start, end):
-            piece = bytes(piece)
+            buf += piece
+            while len(buf) >= PIECE_SIZE:
+                with memoryview(buf) as view:
+                    out = bytes(view[:PIECE_SIZE])
+                del buf[:PIECE_SIZE]
+                if hasher is not None:
+                    await hasher.feed(out)
+                yield out
+        if buf:
+            out = bytes(buf)
             if hasher is not None:
-                await hasher.feed(piece)
-            yield piece
+                await hasher.feed(out)
+            yield out
 
     extent = None
     try:

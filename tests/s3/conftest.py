@@ -10,6 +10,7 @@ over a real metadata store and shard store, driven by boto3 and by raw HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -162,6 +163,17 @@ class RawResponse:
         return ET.fromstring(self.body).findtext("Code")
 
 
+class _FixedPayloadAuth(botocore.auth.S3SigV4Auth):
+    """botocore's signer, signing a given x-amz-content-sha256 value (e.g. STREAMING-*)."""
+
+    def __init__(self, credentials, service, region, payload_hash):
+        super().__init__(credentials, service, region)
+        self._payload_hash = payload_hash
+
+    def payload(self, request):
+        return self._payload_hash
+
+
 class RawClient:
     """Sign with botocore's SigV4 signer, send with http.client (exact bytes control)."""
 
@@ -176,9 +188,8 @@ class RawClient:
         url = self.server.endpoint + path + ("?" + query if query else "")
         req = botocore.awsrequest.AWSRequest(method=method, url=url, data=body,
                                              headers=dict(headers or {}))
-        import hashlib
-        req.headers["x-amz-content-sha256"] = payload_hash or hashlib.sha256(body).hexdigest()
-        botocore.auth.S3SigV4Auth(self.credentials, "s3", "us-east-1").add_auth(req)
+        payload = payload_hash or hashlib.sha256(body).hexdigest()
+        _FixedPayloadAuth(self.credentials, "s3", "us-east-1", payload).add_auth(req)
         return dict(req.headers.items())
 
     def request(self, method: str, path: str, *, query: str = "", headers: dict | None = None,
