@@ -391,14 +391,16 @@ def select_checksum(headers: Iterable[tuple[str, str]]) -> ExpectedChecksum | No
                 trailer_algorithm = algorithm_for_header(item)
                 if trailer_algorithm is None:
                     raise S3AuthError(
-                        "InvalidRequest", f"The value specified in the x-amz-trailer header is not supported: {item}"
+                        "InvalidRequest",
+                        f"The value specified in the x-amz-trailer header is not supported: {item}",
                     )
                 announced.append(trailer_algorithm)
         elif name == "x-amz-sdk-checksum-algorithm":
             sdk_algorithm = value.strip().upper()
     if len(found) + len(announced) > 1:
         raise S3AuthError(
-            "InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            "InvalidRequest",
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
         )
     if found:
         expected = ExpectedChecksum(found[0][0], decode_checksum(*found[0]), trailer=False)
@@ -523,9 +525,9 @@ def full_object_crc(algorithm: str, parts: Sequence[tuple[bytes, int]]) -> bytes
             combined (AWS only offers FULL_OBJECT for CRCs).
     """
     name = _canonical(algorithm)
-    result = Hasher(name).digest() if name in _REFLECTED_POLY else b""
+    if name not in _REFLECTED_POLY:
+        raise S3AuthError("InvalidRequest", f"The FULL_OBJECT checksum type is not supported for {name}.")
+    result = Hasher(name).digest()  # the CRC of nothing
     for crc, length in parts:
         result = combine_crc(name, result, crc, length)
-    if not parts:
-        combine_crc(name, result, result, 0)  # still reject SHA types
     return result

@@ -265,7 +265,9 @@ class AwsChunkedDecoder:
 
     @property
     def finished(self) -> bool:
-        """True once the final chunk (and trailers, if any) were fully read."""
+        """True once the end of the body was recognised.  A trailer-mode body
+        that ends without trailers (``0\\r\\n\\r\\n``) is only known complete at
+        :meth:`close`."""
         return self._state is _DONE
 
     # -- public API ---------------------------------------------------------
@@ -445,15 +447,19 @@ class AwsChunkedDecoder:
         if self._signed:
             if self._trailer_signature is None:
                 raise _malformed_trailer("x-amz-trailer-signature missing")
-            expected = trailer_signature(self._key, self._timestamp, self._scope, self._previous, self.trailers)
-            if not hmac.compare_digest(expected.encode("ascii"), self._trailer_signature.encode("latin-1")):
+            expected = trailer_signature(
+                self._key, self._timestamp, self._scope, self._previous, self.trailers
+            )
+            claimed = self._trailer_signature.encode("latin-1")
+            if not hmac.compare_digest(expected.encode("ascii"), claimed):
                 raise _bad_signature("trailer")
         self._finish()
 
     def _finish(self) -> None:
         if self._expected_length is not None and self.decoded_length != self._expected_length:
             raise _incomplete(
-                f"decoded {self.decoded_length} bytes, x-amz-decoded-content-length is {self._expected_length}"
+                f"decoded {self.decoded_length} bytes, "
+                f"x-amz-decoded-content-length is {self._expected_length}"
             )
         self._state = _DONE
 

@@ -14,7 +14,7 @@ sign it?*  It never reads the body.  Two wire forms are supported:
 Typical use::
 
     request = SignedRequest.from_asgi(scope)
-    auth = verify_request(request, secret_for=keys.get, now=utcnow())
+    auth = verify_request(request, secret_for=keys.get, now=datetime.now(timezone.utc))
     # ... read the body; if auth.payload_sha256 is not None, compare it:
     auth.verify_payload(hashlib.sha256(body).digest())
     # ... or, for auth.payload_hash starting with "STREAMING-", decode the body
