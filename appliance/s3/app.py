@@ -49,6 +49,26 @@ connection can be reused; beyond it the error goes out with ``Connection: close`
 ERROR_DRAIN_TIMEOUT = 5.0
 
 
+def _allow_412_bodies() -> bool:
+    """hypercorn 0.13 (Debian 12) drops the body of every 412 response (``suppress_body``
+    lists 412; RFC 9110 does not say so and later hypercorn versions dropped it), which breaks
+    S3's PreconditionFailed XML and leaves a Content-Length the body never matches. Patch the
+    name hypercorn's HTTP stream uses. Returns whether 412 bodies can be sent."""
+    try:
+        from hypercorn.protocol import http_stream
+    except ImportError:  # another ASGI server: nothing to fix
+        return True
+    original = http_stream.suppress_body
+    if not original("GET", 412):
+        return True
+
+    def suppress_body(method: str, status_code: int) -> bool:
+        return method == "HEAD" or 100 <= status_code < 200 or status_code in (204, 304)
+
+    http_stream.suppress_body = suppress_body
+    return not http_stream.suppress_body("GET", 412)
+
+
 class S3App:
     """ASGI 3 callable: ``S3App(namespace, accounts, region=..., domain=...)``.
 
@@ -59,6 +79,8 @@ class S3App:
     def __init__(self, namespace: Namespace, accounts: Accounts, *, region: str = "us-east-1",
                  domain: str | None = None, body_timeout: float = 60.0):
         self.gw = Gateway(namespace, accounts, region, domain, body_timeout)
+        global _BODY_412
+        _BODY_412 = _allow_412_bodies()
         self.router = Router()
         for controller in (ServiceController, BucketController, ListingController,
                            ObjectController, MultipartController):
@@ -223,6 +245,10 @@ class S3App:
                           scope["method"] == "HEAD", None, request_id)
 
 
+_BODY_412 = True
+"""False when the server drops 412 bodies: such responses then go out empty."""
+
+
 class _Aborted(Exception):
     """The response body failed after the headers were sent; the cause is chained."""
 
@@ -244,6 +270,8 @@ class _Sender:
                 has_length = True
             headers.append((k.encode("latin-1"), _hval(v)))
         body = resp.body
+        if resp.status == 412 and not _BODY_412:
+            body = b""
         stream = not isinstance(body, (bytes, bytearray))
         if not has_length and resp.status not in (204, 304) and resp.status >= 200:
             n = resp.length if resp.length is not None else (None if stream else len(body))
