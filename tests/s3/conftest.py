@@ -225,6 +225,49 @@ def raw(s3) -> RawClient:
     return RawClient(s3)
 
 
+def stored_sids(server: S3Server) -> set[str]:
+    """Stripe-set ids that have committed shard files on the server's disks."""
+    out = set()
+    for f in (server.data_dir / "data").glob("disk*/shards/*/*"):
+        out.add(f.name.rsplit(".", 1)[0])
+    return out
+
+
+def meta_keys(server: S3Server, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    import sqlite3
+    db = sqlite3.connect(f"file:{server.data_dir / 'data' / 'meta.db'}?mode=ro", uri=True)
+    try:
+        hi = prefix[:-1] + bytes([prefix[-1] + 1])
+        return db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+                          (prefix, hi)).fetchall()
+    finally:
+        db.close()
+
+
+def referenced_sids(server: S3Server) -> set[str]:
+    """Stripe-set ids referenced by object records and uploaded parts."""
+    out = set()
+    for _, v in meta_keys(server, b"o/"):
+        out |= {e["sid"] for e in json.loads(v)["extents"] if "sid" in e}
+    for _, v in meta_keys(server, b"p/"):
+        e = json.loads(v)["extent"]
+        if "sid" in e:
+            out.add(e["sid"])
+    return out
+
+
+def assert_no_leaks(server: S3Server, timeout: float = 10) -> None:
+    """Once garbage collection caught up: no pending writes, and exactly the referenced stripe
+    sets have shards on disk (a failed request left nothing behind)."""
+    def clean():
+        return (not meta_keys(server, b"w/") and not meta_keys(server, b"g/")
+                and stored_sids(server) == referenced_sids(server))
+    assert wait_until(clean, timeout), (
+        f"pending={len(meta_keys(server, b'w/'))} gc={len(meta_keys(server, b'g/'))} "
+        f"unreferenced={stored_sids(server) - referenced_sids(server)} "
+        f"missing={referenced_sids(server) - stored_sids(server)}")
+
+
 def quote_key(key: str) -> str:
     return urllib.parse.quote(key, safe="/~")
 

@@ -5,8 +5,8 @@ stand-in disks) in a data directory: the test fixture's server process.
 
 Listens on the already-bound socket ``N`` (inherited, so the port is known before start and
 never raced for). Creates users ``root`` and ``other`` with keys on first start and prints one
-JSON line ``{"root": [akid, secret], "other": [akid, secret]}`` once serving. SIGTERM/SIGINT:
-graceful shutdown.
+JSON line ``{"root": [akid, secret], "other": [akid, secret]}`` once serving. Runs the
+store's Repairer (repair and garbage collection) beside it. SIGTERM/SIGINT: graceful shutdown.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from appliance.meta import SqliteMeta  # noqa: E402
 from appliance.namespace import Namespace  # noqa: E402
 from appliance.s3.app import S3App  # noqa: E402
 from appliance.store import InProcessClient, ShardServer, Store  # noqa: E402
+from appliance.store.repair import Repairer  # noqa: E402
 
 USERS = ("root", "other")
 
@@ -41,6 +42,7 @@ async def main(args) -> None:
         clients = {f"d{i}": InProcessClient(ShardServer(data / f"disk{i}", f"d{i}"))
                    for i in range(6)}
         store = await Store.open(meta, clients, "ec:4+2")
+        await store.recover()
         ns, accounts = Namespace(meta, store), Accounts(meta)
         creds = {}
         for user in USERS:
@@ -58,6 +60,7 @@ async def main(args) -> None:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
+            nursery.start_soon(Repairer(store, idle_s=0.1).run)  # repair + garbage collection
             print(json.dumps(creds), flush=True)
             await hypercorn.trio.serve(app, cfg, shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
