@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from .sigv4 import AuthResult
 
 MAX_KEY_BYTES = 1024
+MAX_HEADER_BYTES = 16 * 1024
+"""Largest request header section (names + values) accepted; AWS's own limit is 8 KB, and
+hypercorn refuses header sections over 16 KiB that arrive in more than one read."""
 
 
 def new_request_id() -> str:
@@ -74,12 +77,16 @@ def parse_request(scope: dict, domain: str | None) -> S3Request:
     """Build an :class:`S3Request` from an ASGI HTTP scope.
 
     Raises S3Error InvalidURI when the path does not decode to UTF-8, InvalidBucketName when a
-    virtual-host bucket name is empty."""
+    virtual-host bucket name is empty, RequestHeaderSectionTooLarge over MAX_HEADER_BYTES."""
     headers: dict[str, str] = {}
+    size = 0
     for name, value in scope.get("headers", ()):
         n = bytes(name).decode("latin-1").lower()
         v = bytes(value).decode("latin-1")
+        size += len(n) + len(v) + 4
         headers[n] = headers[n] + "," + v if n in headers else v
+    if size > MAX_HEADER_BYTES:
+        raise S3Error("RequestHeaderSectionTooLarge", MaxSizeAllowed=str(MAX_HEADER_BYTES))
     raw_path = scope.get("raw_path")
     if raw_path is None:
         raw_path = urllib.parse.quote(scope["path"]).encode()
