@@ -35,6 +35,25 @@ def pytest_configure(config):
     helpers.isolate_process_env(config._aws_isolated_dir)
 
 
+def pytest_report_header(config):
+    try:
+        import boto3
+        import botocore
+
+        modern = f"boto3 {boto3.__version__} (botocore {botocore.__version__})"
+    except ImportError:
+        modern = "boto3 missing"
+    legacy = "present" if (helpers.LEGACY_BOTO3_DIR / "boto3").is_dir() else "MISSING (run dev/setup)"
+    tools = ", ".join(
+        f"{name}={helpers.find_tool(name, f'/usr/bin/{name}') or 'MISSING'}"
+        for name in ("aws", "s3cmd", "rclone", "s3fs", "curl")
+    )
+    return [
+        f"appliance: {helpers.appliance_bin()}",
+        f"clients: {modern}; legacy boto3 {legacy}; {tools}",
+    ]
+
+
 def pytest_unconfigure(config):
     d = getattr(config, "_aws_isolated_dir", None)
     if d is not None:
