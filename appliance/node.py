@@ -133,6 +133,9 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
     import hypercorn.trio
 
     from .s3.app import S3App
+    from .s3.http_compat import install_reason_phrases
+
+    install_reason_phrases()
 
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(data_dir)
