@@ -69,6 +69,24 @@ def _allow_412_bodies() -> bool:
     return not http_stream.suppress_body("GET", 412)
 
 
+RECV_SIZE = 1 << 20
+"""Socket read size for hypercorn's trio worker (see :func:`_larger_reads`)."""
+
+
+def _larger_reads() -> None:
+    """hypercorn's trio worker reads sockets 64 KiB at a time (``MAX_RECV``), and each read
+    travels through h11, an ASGI message and a memory channel: ~1.2 ms of CPU per MiB of
+    upload on our machines, as much as MD5. Reading up to 1 MiB per call cuts the HTTP +
+    body-reader cost of a PUT to ~0.5 ms/MiB (one-stream upload 700 MB/s with MD5 vs 300-360).
+    Only the buffer size of a read changes: a read returns what is there."""
+    try:
+        from hypercorn.trio import tcp_server
+    except ImportError:
+        return
+    if getattr(tcp_server, "MAX_RECV", RECV_SIZE) < RECV_SIZE:
+        tcp_server.MAX_RECV = RECV_SIZE
+
+
 class S3App:
     """ASGI 3 callable: ``S3App(namespace, accounts, region=..., domain=...)``.
 
@@ -81,6 +99,7 @@ class S3App:
         self.gw = Gateway(namespace, accounts, region, domain, body_timeout)
         global _BODY_412
         _BODY_412 = _allow_412_bodies()
+        _larger_reads()
         self.router = Router()
         for controller in (ServiceController, BucketController, ListingController,
                            ObjectController, MultipartController):
