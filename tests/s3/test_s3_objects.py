@@ -436,3 +436,37 @@ def test_object_subresources(s3c, bucket):
         s3c.put_object(Bucket=bucket, Key="sse", Body=b"x", SSECustomerAlgorithm="AES256",
                        SSECustomerKey="k" * 32)
     assert code_of(e.value) in ("NotImplemented", "InvalidRequest")
+
+
+def test_expected_bucket_owner(s3c, bucket):
+    s3c.put_object(Bucket=bucket, Key="k", Body=b"x", ExpectedBucketOwner="root")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3c.put_object(Bucket=bucket, Key="k", Body=b"y", ExpectedBucketOwner="other")
+    assert code_of(e.value) == "AccessDenied"
+    assert s3c.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_concurrent_writers_and_readers(s3, s3c, bucket):
+    import concurrent.futures
+    from conftest import assert_no_leaks
+    bodies = [os.urandom(n) for n in (10, 5000, 1 << 20, 3 << 20, 2_000_000, 7, 4096, 6 << 20)]
+    etags = {f'"{hashlib.md5(b).hexdigest()}"': b for b in bodies}
+
+    def write(b):
+        s3.client().put_object(Bucket=bucket, Key="hot", Body=b)
+
+    def read(_):
+        c = s3.client()
+        try:
+            r = c.get_object(Bucket=bucket, Key="hot")
+        except c.exceptions.NoSuchKey:
+            return
+        assert etags[r["ETag"]] == r["Body"].read()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(write, b) for b in bodies] + [ex.submit(read, i) for i in range(8)]
+        for f in futs:
+            f.result()
+    r = s3c.get_object(Bucket=bucket, Key="hot")
+    assert etags[r["ETag"]] == r["Body"].read()
+    assert_no_leaks(s3)

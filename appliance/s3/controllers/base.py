@@ -35,12 +35,17 @@ class Controller:
     async def bucket(self, req: S3Request, name: str | None = None) -> Bucket:
         """The request's bucket (or ``name``), checked to belong to the caller.
 
-        Raises S3Error NoSuchBucket (404), AccessDenied (403) when another account owns it."""
+        Raises S3Error NoSuchBucket (404), AccessDenied (403) when another account owns it or
+        it is not owned by ``x-amz-expected-bucket-owner`` (for the request's own bucket)."""
+        own = name is None
         name = req.bucket if name is None else name
         b = await self.ns.get_bucket(name)
         if b is None:
             raise S3Error("NoSuchBucket", BucketName=name)
         if b.owner != req.user:
+            raise S3Error("AccessDenied")
+        expected = req.header("x-amz-expected-bucket-owner")
+        if own and expected is not None and expected != b.owner:
             raise S3Error("AccessDenied")
         return b
 
