@@ -7,7 +7,6 @@ import itertools
 import random
 import urllib.parse
 
-import botocore.exceptions
 import pytest
 import trio
 from hypothesis import given, settings
