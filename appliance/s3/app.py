@@ -166,15 +166,16 @@ class S3App:
         finally:
             metrics.IN_FLIGHT.dec()
             dt = time.perf_counter() - t0
-            metrics.REQUESTS.labels(op, str(status)).inc()
+            metrics.REQUESTS.labels(op, "aborted" if status < 0 else str(status)).inc()
             metrics.LATENCY.labels(op).observe(dt)
             if body.received:
                 metrics.BYTES_IN.labels(op).inc(body.received)
             if out.sent:
                 metrics.BYTES_OUT.labels(op).inc(out.sent)
-            access_log.info("%s %s %s %s %d %.4fs in=%d out=%d user=%s id=%s",
+            access_log.info("%s %s %s %s %s %.4fs in=%d out=%d user=%s id=%s",
                             (scope.get("client") or ("-",))[0], scope["method"],
-                            _printable_path(scope), op, status, dt, body.received, out.sent,
+                            _printable_path(scope), op, "aborted" if status < 0 else status, dt,
+                            body.received, out.sent,
                             req.user if req else "-", req.request_id if req else "-")
 
     async def _dispatch(self, req: S3Request) -> Response:
