@@ -7,7 +7,8 @@ decoded here with :mod:`appliance.s3.chunked`, which also checks chunk signature
 trailers. A body that stalls for ``timeout`` seconds fails with RequestTimeout.
 
 :func:`store_body` is the PutObject/UploadPart data path: ASGI receive -> (aws-chunked decode)
--> ~1 MiB pieces -> :class:`~appliance.s3.hashing.HashThread` (MD5 and the checksums) and
+-> ~1 MiB pieces -> :class:`~appliance.s3.hashing.HashThread` (MD5 and the checksums; small
+bodies are hashed inline) and
 ``Namespace.write_data`` at the same time; the digests are verified after the data is stored
 and before anything is committed, and the extent is discarded on any failure.
 """
@@ -26,7 +27,7 @@ from ..store import Extent
 from .checksums import ExpectedChecksum, decode_content_md5, select_checksum, verify_digest
 from .chunked import AwsChunkedDecoder
 from .errors import S3Error
-from .hashing import HashThread
+from .hashing import hasher_for
 from .sigv4 import AuthResult
 
 PIECE_SIZE = 1 << 20
@@ -224,7 +225,7 @@ async def store_body(req, ns: Namespace, *, max_size: int,
     flexible = [a for a in (expected.algorithm if expected else None, checksum_algorithm) if a]
     algorithms += flexible
 
-    hasher = HashThread(algorithms)
+    hasher = hasher_for(algorithms, body.length)
     size = 0
 
     async def payload():

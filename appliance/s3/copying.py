@@ -15,7 +15,7 @@ from ..namespace import Namespace, ObjectRecord
 from ..store import Extent
 from .body import PIECE_SIZE
 from .errors import S3Error, invalid_argument
-from .hashing import HashThread
+from .hashing import hasher_for
 from .request import MAX_KEY_BYTES
 
 MAX_COPY_SIZE = 5 << 30
@@ -75,7 +75,7 @@ async def copy_data(ns: Namespace, rec: ObjectRecord, start: int, end: int,
     if (not algorithms and (start, end) == (0, rec.size)
             and all(e.inline is not None for e in rec.extents)):
         return list(rec.extents), {}
-    hasher = HashThread(algorithms) if algorithms else None
+    hasher = hasher_for(algorithms, end - start) if algorithms else None
 
     async def data():
         # Re-cut into whole pieces of PIECE_SIZE (= the store's segment size), whatever
