@@ -8,7 +8,7 @@ Algorithms and their digests (big-endian for the CRCs, base64 on the wire):
 
 =========== ======= =====================================================
 CRC32       4 B     zlib's CRC-32 (ISO-HDLC)
-CRC32C      4 B     Castagnoli, ``crc32c`` package
+CRC32C      4 B     Castagnoli, ISA-L via :mod:`appliance.crc32c`
 CRC64NVME   8 B     CRC-64/NVME (reflected poly 0xAD93D23594C93659, init
                     and xorout all ones), ``crcmod`` C extension
 SHA1        20 B    hashlib
@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import crc32c as _crc32c
+from .. import crc32c as _crc32c
 import crcmod
 import trio
 

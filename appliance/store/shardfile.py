@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 
-import crc32c
+from ..crc32c import crc32c
 
 MAGIC = b"APSHARD\x01"
 TRAILER_MAGIC = b"APSHEND\x01"
@@ -47,7 +47,7 @@ class ShardCorrupt(ShardError):
 
 def encode_header(meta: dict) -> bytes:
     body = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
-    return MAGIC + CRC.pack(len(body)) + body + CRC.pack(crc32c.crc32c(body))
+    return MAGIC + CRC.pack(len(body)) + body + CRC.pack(crc32c(body))
 
 
 def decode_header(buf: bytes) -> tuple[dict, int] | None:
@@ -64,19 +64,19 @@ def decode_header(buf: bytes) -> tuple[dict, int] | None:
     if len(buf) < end:
         return None
     body = bytes(buf[12:12 + n])
-    if CRC.unpack_from(buf, 12 + n)[0] != crc32c.crc32c(body):
+    if CRC.unpack_from(buf, 12 + n)[0] != crc32c(body):
         raise ValueError("header checksum mismatch")
     return json.loads(body), end
 
 
 def encode_trailer(segments: int, digest: int) -> bytes:
     t = TRAILER.pack(TRAILER_MAGIC, segments, digest)
-    return t + CRC.pack(crc32c.crc32c(t))
+    return t + CRC.pack(crc32c(t))
 
 
 def decode_trailer(buf: bytes) -> tuple[int, int]:
     """(segments, digest). Raises ValueError on a bad trailer."""
-    if len(buf) != TRAILER_LEN or CRC.unpack_from(buf, TRAILER.size)[0] != crc32c.crc32c(
+    if len(buf) != TRAILER_LEN or CRC.unpack_from(buf, TRAILER.size)[0] != crc32c(
             buf[:TRAILER.size]):
         raise ValueError("bad trailer")
     magic, segments, digest = TRAILER.unpack_from(buf)

@@ -9,6 +9,7 @@ calls; nothing here assumes the caller shares memory with the server.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
@@ -18,11 +19,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import crc32c
+from ..crc32c import crc32c, crc32c_at
 
 from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFound,
                         decode_header, decode_trailer, encode_header, encode_trailer,
                         segment_count)
+
+
+WRITEBACK_EVERY = 8 << 20
+"""Start writeback of a shard file each time this many bytes were appended (see append)."""
+
+
+def _load_sync_file_range():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 @dataclass
@@ -33,6 +52,7 @@ class _Open:
     tmp: Path
     segments: int = 0
     digest: int = 0
+    unsynced: int = 0
 
 
 class ShardServer:
@@ -73,8 +93,8 @@ class ShardServer:
         st = self._open[handle]
         iov = []
         for frag in fragments:
-            c = CRC.pack(crc32c.crc32c(frag))
-            st.digest = crc32c.crc32c(c, st.digest)
+            c = CRC.pack(crc32c(frag))
+            st.digest = crc32c(c, st.digest)
             iov += (frag, c)
         want = sum(map(len, iov))
         done = os.writev(st.fd, iov)
@@ -83,6 +103,12 @@ class ShardServer:
             while rest:
                 rest = rest[os.write(st.fd, rest):]
         st.segments += len(fragments)
+        st.unsynced += want
+        if st.unsynced >= WRITEBACK_EVERY and _sync_file_range is not None:
+            # Start writeback now (asynchronously) instead of leaving gigabytes dirty for the
+            # final fdatasync: a 1 GiB PUT otherwise stalls ~1.5 s at the end flushing 1.5 GiB.
+            _sync_file_range(st.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+            st.unsynced = 0
 
     def commit(self, handle: int) -> None:
         """Seal the shard durably under its final name (see the module's contract)."""
@@ -135,14 +161,12 @@ class ShardServer:
         finally:
             os.close(fd)
         out = []
-        mv = memoryview(buf)
         for s in range(count):
             off = s * (frag + 4)
             flen = min(frag, len(buf) - off - 4)
-            piece = mv[off:off + flen]
-            if CRC.unpack_from(buf, off + flen)[0] != crc32c.crc32c(piece):
+            if CRC.unpack_from(buf, off + flen)[0] != crc32c_at(buf, off, flen):
                 raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
-            out.append(piece.tobytes() if count > 1 else bytes(piece))
+            out.append(buf[off:off + flen])
         return out
 
     def _header(self, fd: int, sid: str, index: int) -> tuple[dict, int]:
@@ -177,7 +201,7 @@ class ShardServer:
         running = 0
         for first in range(0, segments, 16):
             for frag in self.read(sid, index, first, min(16, segments - first)):
-                running = crc32c.crc32c(CRC.pack(crc32c.crc32c(frag)), running)
+                running = crc32c(CRC.pack(crc32c(frag)), running)
         if running != digest:
             raise ShardCorrupt(sid, index, "whole-shard digest mismatch")
         return segments

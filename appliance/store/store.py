@@ -61,6 +61,36 @@ class StoreReadError(StoreError):
     """Fewer than K good shards of a segment could be read: the data cannot be returned."""
 
 
+async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
+                       ) -> AsyncIterator[bytes]:
+    """The stream ``first`` + ``rest`` cut into ``size``-byte segments (the last may be shorter).
+
+    A chunk that is exactly one segment, arriving on a segment boundary, passes through
+    uncopied (the S3 gateway hands over 1 MiB pieces); otherwise chunks are joined once."""
+    pending: list = []
+    have = 0
+    chunk = first
+    while True:
+        if not pending and len(chunk) == size:
+            yield chunk if isinstance(chunk, bytes) else bytes(chunk)
+        elif chunk:
+            pending.append(chunk)
+            have += len(chunk)
+            if have >= size:
+                joined = b"".join(pending)
+                full = have // size
+                for i in range(full):
+                    yield joined[i * size:(i + 1) * size]
+                tail = joined[full * size:]
+                pending, have = ([tail] if tail else []), len(tail)
+        try:
+            chunk = await anext(rest)
+        except StopAsyncIteration:
+            break
+    if have:
+        yield b"".join(pending)
+
+
 class Pool:
     """A pool's spec, PG table and epoch as held in the metadata store."""
 
@@ -131,7 +161,7 @@ class Store:
         sid = secrets.token_hex(16)
         await self.meta.put(b"w/" + sid.encode(), _j({"pool": p.name, "t": time.time()}))
         try:
-            size, failed = await self._write_shards(p, sid, head, it)
+            size, failed = await self._write_shards(p, sid, bytes(head), it)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._destroy(p, sid, list(range(p.spec.width)))
@@ -142,7 +172,7 @@ class Store:
             await self.queue_repair(extent, index, "write failed")
         return extent
 
-    async def _write_shards(self, p: Pool, sid: str, head: bytearray,
+    async def _write_shards(self, p: Pool, sid: str, head: bytes,
                             rest: AsyncIterator[bytes]) -> tuple[int, list[int]]:
         spec, codec = p.spec, p.codec
         devices = p.devices_for(sid)
@@ -189,25 +219,13 @@ class Store:
             for i, r in enumerate(recvs):
                 nursery.start_soon(shard_writer, i, r)
             try:
-                # Chunks are collected in a list and joined once per segment: one copy per byte.
-                pieces: list = [bytes(head)]
-                have = len(head)
                 batch: list[bytes] = []
-                async for chunk in rest:
-                    pieces.append(chunk)
-                    have += len(chunk)
-                    while have >= SEGMENT_SIZE:
-                        joined = b"".join(pieces)
-                        batch.append(joined[:SEGMENT_SIZE])
-                        tail = joined[SEGMENT_SIZE:]
-                        pieces, have = ([tail] if tail else []), len(tail)
-                        size += SEGMENT_SIZE
-                        if len(batch) == BATCH_SEGMENTS:
-                            await send_batch(batch)
-                            batch = []
-                if have:
-                    batch.append(b"".join(pieces))
-                    size += have
+                async for segment in cut_segments(head, rest, SEGMENT_SIZE):
+                    batch.append(segment)
+                    size += len(segment)
+                    if len(batch) == BATCH_SEGMENTS:
+                        await send_batch(batch)
+                        batch = []
                 if batch:
                     await send_batch(batch)
             except BaseException:

@@ -163,3 +163,20 @@ async def test_slow_shard_is_hedged(node_factory, monkeypatch):
         monkeypatch.setattr(client.server, "read", slow_read)
         with trio.fail_after(2.5):
             assert await read_all(node.store.read(e)) == data
+
+
+@pytest.mark.parametrize("chunk_sizes", [[SEGMENT_SIZE + 1], [3 * SEGMENT_SIZE + 5],
+                                         [10, SEGMENT_SIZE, 7], [SEGMENT_SIZE] * 3])
+async def test_any_chunking_of_the_body_reads_back(node_factory, chunk_sizes):
+    """Regression: a first chunk larger than a segment used to become one oversized segment."""
+    data = os.urandom(sum(chunk_sizes))
+
+    async def body():
+        off = 0
+        for n in chunk_sizes:
+            yield data[off:off + n]
+            off += n
+
+    async with node_factory() as node:
+        e = await node.store.write(body())
+        assert await read_all(node.store.read(e)) == data
