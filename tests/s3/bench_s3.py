@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import RawClient, S3Server  # noqa: E402
+from s3kit import RawClient, S3Server  # noqa: E402
 
 MiB = 1 << 20
 

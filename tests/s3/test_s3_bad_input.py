@@ -17,7 +17,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import RawClient, S3Server, assert_no_leaks, meta_keys
+from s3kit import RawClient, S3Server, assert_no_leaks, meta_keys
 
 MiB = 1 << 20
 ORIGINAL = b"original contents"

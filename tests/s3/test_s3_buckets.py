@@ -169,7 +169,7 @@ def test_bucket_subresources(s3c, bucket):
 
 
 def test_virtual_host_style(tmp_path):
-    from conftest import S3Server
+    from s3kit import S3Server
     server = S3Server(tmp_path, domain="s3.test").start()
     try:
         path_client = server.client()
@@ -177,7 +177,7 @@ def test_virtual_host_style(tmp_path):
         path_client.create_bucket(Bucket=name)
         path_client.put_object(Bucket=name, Key="dir/obj", Body=b"vhost")
         # Talk virtual-host style by sending Host: <bucket>.s3.test to the loopback port.
-        from conftest import RawClient
+        from s3kit import RawClient
         raw = RawClient(server)
         host = f"{name}.s3.test:{server.port}"
         hdrs = raw.sign("GET", "/dir/obj", headers={"Host": host})

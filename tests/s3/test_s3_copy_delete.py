@@ -12,7 +12,7 @@ import zlib
 import botocore.exceptions
 import pytest
 
-from conftest import assert_no_leaks
+from s3kit import assert_no_leaks
 
 MiB = 1 << 20
 

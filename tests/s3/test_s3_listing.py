@@ -43,7 +43,7 @@ def listed_bucket(s3):
     for k in KEYS:
         c.put_object(Bucket=name, Key=k, Body=k.encode())
     yield name
-    from conftest import empty_bucket
+    from s3kit import empty_bucket
     empty_bucket(c, name)
 
 

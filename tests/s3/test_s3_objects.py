@@ -13,7 +13,7 @@ import botocore.exceptions
 import pytest
 from s3util import aws_chunked_signed, aws_chunked_unsigned, seed_of, signing_key
 
-from conftest import quote_key
+from s3kit import quote_key
 
 
 def code_of(e) -> str:
@@ -445,7 +445,7 @@ def test_expected_bucket_owner(s3c, bucket):
 
 def test_concurrent_writers_and_readers(s3, s3c, bucket):
     import concurrent.futures
-    from conftest import assert_no_leaks
+    from s3kit import assert_no_leaks
     bodies = [os.urandom(n) for n in (10, 5000, 1 << 20, 3 << 20, 2_000_000, 7, 4096, 6 << 20)]
     etags = {f'"{hashlib.md5(b).hexdigest()}"': b for b in bodies}
 
