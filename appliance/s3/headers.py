@@ -112,5 +112,5 @@ def checksum_mode(req: S3Request) -> bool:
 def metadata_directive(req: S3Request, name: str = "x-amz-metadata-directive") -> str:
     v = (req.header(name) or "COPY").strip().upper()
     if v not in ("COPY", "REPLACE"):
-        raise invalid_argument(f"Unknown metadata directive.", name, v)
+        raise invalid_argument("Unknown metadata directive.", name, v)
     return v

@@ -60,12 +60,10 @@ class Repairer:
 
     async def run(self) -> None:
         while True:
-            self.store.repair_wakeup = trio.Event()
             did = await self.store.collect_garbage()
             did += await self.repair_some()
             if not did:
-                with trio.move_on_after(self.idle_s):
-                    await self.store.repair_wakeup.wait()
+                await self.store.wait_for_work(self.idle_s)
 
     async def repair_some(self, limit: int = 1000) -> int:
         """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed."""
@@ -104,7 +102,7 @@ class Repairer:
             exclude = frozenset(indices)
             for first in range(0, extent.segments, BATCH_SEGMENTS):
                 count = min(BATCH_SEGMENTS, extent.segments - first)
-                frags = await store._fetch(extent, p, first, count, exclude)
+                frags = await store.fetch_fragments(extent, p, first, count, exclude)
                 rebuilt: dict[int, list[bytes]] = {i: [] for i in indices}
                 for n in range(count):
                     for i, frag in p.codec.reconstruct({j: f[n] for j, f in frags.items()},

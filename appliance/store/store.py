@@ -116,7 +116,7 @@ class Store:
         self.pools = pools
         self.default_pool = default_pool
         self._repair_queued: set[tuple[str, int]] = set()
-        self.repair_wakeup = trio.Event()
+        self._work = trio.Event()
 
     @classmethod
     async def open(cls, meta: MetaStore, clients: dict[str, ShardClient], pool: str = "ec:4+2",
@@ -263,7 +263,7 @@ class Store:
         ops = self.commit_ops(extents) + self.release_ops(extents)
         if ops:
             await self.meta.txn([], ops)
-            self.repair_wakeup.set()
+            self._work.set()
 
     # -- reading ---------------------------------------------------------------------------
     async def read_many(self, extents: list[Extent], start: int, end: int
@@ -302,7 +302,7 @@ class Store:
                             exclude: frozenset[int] = frozenset()) -> list[bytes]:
         """Decoded segments [first, first+count) of ``extent``. Raises StoreReadError."""
         p = self.pools[extent.pool]
-        frags = await self._fetch(extent, p, first, count, exclude)
+        frags = await self.fetch_fragments(extent, p, first, count, exclude)
         out = []
         for n in range(count):
             data = p.codec.decode({i: f[n] for i, f in frags.items()})
@@ -313,7 +313,7 @@ class Store:
             out.append(data)
         return out
 
-    async def _fetch(self, extent: Extent, p: Pool, first: int, count: int,
+    async def fetch_fragments(self, extent: Extent, p: Pool, first: int, count: int,
                      exclude: frozenset[int]) -> dict[int, list[bytes]]:
         """Verified fragments from K shards, data shards first, racing parity against failures
         and slowness."""
@@ -380,7 +380,13 @@ class Store:
         log.info("queue repair of %s.%d: %s", extent.sid, index, reason)
         await self.meta.put(b"r/%s/%d" % (extent.sid.encode(), index),
                             _j({"extent": extent.to_json(), "reason": reason, "t": time.time()}))
-        self.repair_wakeup.set()
+        self._work.set()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep until repair or garbage collection work is queued, or ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
+            await self._work.wait()
+        self._work = trio.Event()
 
     def repair_done(self, sid: str, index: int) -> None:
         self._repair_queued.discard((sid, index))
