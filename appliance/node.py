@@ -158,6 +158,7 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
         app = S3App(ns, accounts, region=region, domain=domain)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
             repairer = Repairer(store, rate=repair_rate)
             nursery.start_soon(repairer.run)
             nursery.start_soon(_wait_for_signal, stop)

@@ -91,6 +91,35 @@ async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
         yield b"".join(pending)
 
 
+class _Prefetch:
+    """``fn(*args)`` run ahead of need in the store's nursery, or on demand without one."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
+        self._done = trio.Event()
+        self._value = self._error = None
+        self._started = False
+
+    async def run(self) -> None:
+        self._started = True
+        try:
+            self._value = await self._fn(*self._args)
+        except Exception as e:  # delivered to whoever asks for the result
+            self._error = e
+        finally:  # also when the store shuts down under us (then neither is set)
+            self._done.set()
+
+    async def result(self):
+        if not self._started:
+            await self.run()
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        if self._value is None:
+            raise StoreError("read-ahead was cancelled (store shutting down)")
+        return self._value
+
+
 class Pool:
     """A pool's spec, PG table and epoch as held in the metadata store."""
 
@@ -117,6 +146,7 @@ class Store:
         self.default_pool = default_pool
         self._repair_queued: set[tuple[str, int]] = set()
         self._work = trio.Event()
+        self._tasks: trio.Nursery | None = None
 
     @classmethod
     async def open(cls, meta: MetaStore, clients: dict[str, ShardClient], pool: str = "ec:4+2",
@@ -290,13 +320,35 @@ class Store:
             return
         seg = extent.segment_size
         first, last = start // seg, (end - 1) // seg
-        for batch_first in range(first, last + 1, BATCH_SEGMENTS):
-            count = min(BATCH_SEGMENTS, last + 1 - batch_first)
-            segments = await self.read_segments(extent, batch_first, count)
-            for n, data in enumerate(segments):
-                off = (batch_first + n) * seg
+        batches = [(b, min(BATCH_SEGMENTS, last + 1 - b))
+                   for b in range(first, last + 1, BATCH_SEGMENTS)]
+        # One batch of read-ahead: the next segments are fetched while these are being sent.
+        ahead = self._prefetch(extent, *batches[0])
+        for n, (batch_first, count) in enumerate(batches):
+            current = ahead
+            ahead = self._prefetch(extent, *batches[n + 1]) if n + 1 < len(batches) else None
+            segments = await current.result()
+            for i, data in enumerate(segments):
+                off = (batch_first + i) * seg
                 lo, hi = max(start - off, 0), min(end - off, len(data))
                 yield data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+    def _prefetch(self, extent: Extent, first: int, count: int) -> _Prefetch:
+        job = _Prefetch(self.read_segments, extent, first, count)
+        if self._tasks is not None:
+            self._tasks.start_soon(job.run)
+        return job
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Host the store's background tasks (read-ahead) until cancelled. Without it the
+        store works the same, only reads do not overlap fetching with sending."""
+        async with trio.open_nursery() as nursery:
+            self._tasks = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._tasks = None
 
     async def read_segments(self, extent: Extent, first: int, count: int,
                             exclude: frozenset[int] = frozenset()) -> list[bytes]:
