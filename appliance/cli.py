@@ -184,6 +184,33 @@ def cmd_locate(args) -> int:
     return 0
 
 
+def cmd_repair(args) -> int:
+    from .store import repair
+
+    async def go():
+        meta = _meta(args)
+        try:
+            if args.rate is not None:
+                await repair.set_rate(meta, args.rate * 1e6)
+            rate = await repair.get_rate(meta)
+            return {"backlog": await meta.count_prefix(b"r/"),
+                    "awaiting_gc": await meta.count_prefix(b"g/"),
+                    "rate_mb_s": None if rate is None else rate / 1e6}
+        finally:
+            await meta.aclose()
+
+    status = trio.run(go)
+    if args.json:
+        print(json.dumps(status))
+    else:
+        rate = status["rate_mb_s"]
+        shown = "start-up value (--repair-rate)" if rate is None else (
+            "unlimited" if rate == 0 else f"{rate:g} MB/s")
+        print(tabulate([[status["backlog"], status["awaiting_gc"], shown]],
+                       headers=["shards to repair", "stripe sets awaiting GC", "repair rate"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -231,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(fs)
     fs.add_argument("--verify", action="store_true", help="also verify every shard's checksums")
     fs.set_defaults(fn=cmd_fsck)
+
+    rep = sub.add_parser("repair", help="show the repair backlog; change the repair rate live")
+    data_dir(rep)
+    rep.add_argument("--rate", type=float, help="new repair rate in MB/s for running nodes "
+                                                "(0: unlimited)")
+    rep.set_defaults(fn=cmd_repair)
 
     loc = sub.add_parser("locate", help="show where an object's shards are stored")
     loc.add_argument("bucket")

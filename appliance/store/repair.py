@@ -42,8 +42,27 @@ class TokenBucket:
             await trio.sleep(-self._tokens / self.rate)
 
 
+RATE_KEY = b"c/repair/rate"
+"""Metadata key of the runtime repair rate (JSON bytes/s); overrides the start-up value."""
+
+
+async def get_rate(meta) -> float | None:
+    kv = await meta.get(RATE_KEY)
+    return float(json.loads(kv.value)) if kv else None
+
+
+async def set_rate(meta, rate: float) -> None:
+    """Change the repair rate of every running node (bytes/s, 0 = unlimited)."""
+    if rate < 0:
+        raise ValueError("repair rate must be >= 0")
+    await meta.put(RATE_KEY, json.dumps(rate).encode())
+
+
 class Repairer:
-    """Runs repair and garbage collection for ``store`` until cancelled."""
+    """Runs repair and garbage collection for ``store`` until cancelled.
+
+    ``rate`` (bytes/s) applies until a rate is set at run time with :func:`set_rate`
+    (``appliance repair --rate``); the worker re-reads it before each round."""
 
     def __init__(self, store: Store, rate: float = 200e6, idle_s: float = 1.0):
         self.store = store
@@ -54,12 +73,12 @@ class Repairer:
     def rate(self) -> float:
         return self.bucket.rate
 
-    @rate.setter
-    def rate(self, value: float) -> None:
-        self.bucket.rate = value
-
     async def run(self) -> None:
         while True:
+            runtime = await get_rate(self.store.meta)
+            if runtime is not None:
+                self.bucket.rate = runtime
+            metrics.REPAIR_RATE.set(self.bucket.rate)
             did = await self.store.collect_garbage()
             did += await self.repair_some()
             if not did:

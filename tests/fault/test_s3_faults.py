@@ -77,6 +77,8 @@ def test_m_shards_lost_or_corrupt_get_exact_bytes_and_repair(appliance, bucket):
     assert os.path.exists(shards[0]["path"])
     assert metric(appliance, "appliance_repaired_shards_total") >= 2
     wait_until(lambda: metric(appliance, "appliance_repair_backlog") == 0, what="empty backlog")
+    status = json.loads(cli(appliance, "repair", "--json").stdout)
+    assert status["backlog"] == 0
     # repaired shards carry the data: lose two *other* shards and read again
     os.unlink(shards[1]["path"])
     os.unlink(shards[3]["path"])

@@ -180,3 +180,26 @@ async def test_any_chunking_of_the_body_reads_back(node_factory, chunk_sizes):
     async with node_factory() as node:
         e = await node.store.write(body())
         assert await read_all(node.store.read(e)) == data
+
+
+async def test_cauchy_pool_survives_m_losses(node_factory):
+    """ec:4+5 uses Cauchy Reed-Solomon (Vandermonde is only MDS up to M=4): any 5 may go."""
+    data = os.urandom(2 * MiB + 99)
+    async with node_factory(pool="ec:4+5", disks=9) as node:
+        e = await write_committed(node, data)
+        for i in (0, 2, 3, 6, 8):
+            os.unlink(node.shard_path(e, i))
+        assert await read_all(node.store.read(e)) == data
+
+
+async def test_repair_rate_is_a_runtime_knob(node_factory):
+    from appliance.store import repair
+
+    async with node_factory() as node:
+        worker = Repairer(node.store, rate=1e9, idle_s=0.05)
+        await repair.set_rate(node.meta, 5e6)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.run)
+            await trio.sleep(0.3)
+            nursery.cancel_scope.cancel()
+        assert worker.rate == 5e6
