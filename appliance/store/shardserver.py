@@ -142,10 +142,7 @@ class ShardServer:
         """Fragments of segments ``first .. first+count-1``, each crc-verified.
 
         Raises ShardNotFound, or ShardCorrupt naming the first bad segment."""
-        try:
-            fd = os.open(self.path(sid, index), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ShardNotFound(sid, index, "missing") from None
+        fd = self._open_shard(sid, index)
         try:
             hdr, hlen = self._header(fd, sid, index)
             frag = hdr["frag"]
@@ -169,6 +166,12 @@ class ShardServer:
             out.append(buf[off:off + flen])
         return out
 
+    def _open_shard(self, sid: str, index: int) -> int:
+        try:
+            return os.open(self.path(sid, index), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ShardNotFound(sid, index, "missing") from None
+
     def _header(self, fd: int, sid: str, index: int) -> tuple[dict, int]:
         buf = os.pread(fd, 4096, 0)
         try:
@@ -184,10 +187,7 @@ class ShardServer:
 
     def verify(self, sid: str, index: int) -> int:
         """Scrub: check every fragment and the trailer digest; returns the segment count."""
-        try:
-            fd = os.open(self.path(sid, index), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ShardNotFound(sid, index, "missing") from None
+        fd = self._open_shard(sid, index)
         try:
             hdr, hlen = self._header(fd, sid, index)
             size = os.fstat(fd).st_size
