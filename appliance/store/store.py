@@ -100,6 +100,10 @@ class _Prefetch:
         self._value = self._error = None
         self._started = False
 
+    def start(self, nursery: trio.Nursery) -> None:
+        self._started = True  # now, not when the task first runs: result() must not race it
+        nursery.start_soon(self.run)
+
     async def run(self) -> None:
         self._started = True
         try:
@@ -336,7 +340,7 @@ class Store:
     def _prefetch(self, extent: Extent, first: int, count: int) -> _Prefetch:
         job = _Prefetch(self.read_segments, extent, first, count)
         if self._tasks is not None:
-            self._tasks.start_soon(job.run)
+            job.start(self._tasks)
         return job
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

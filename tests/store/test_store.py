@@ -203,3 +203,24 @@ async def test_repair_rate_is_a_runtime_knob(node_factory):
             await trio.sleep(0.3)
             nursery.cancel_scope.cancel()
         assert worker.rate == 5e6
+
+
+async def test_read_ahead_fetches_each_segment_once(node_factory):
+    data = os.urandom(9 * MiB)
+    async with node_factory() as node, trio.open_nursery() as nursery:
+        await nursery.start(node.store.run)
+        e = await write_committed(node, data)
+        calls = []
+        real = node.store.read_segments
+
+        async def counting(extent, first, count, *a):
+            calls.append((first, count))
+            return await real(extent, first, count, *a)
+
+        node.store.read_segments = counting
+        assert await read_all(node.store.read(e)) == data
+        assert sorted(calls) == [(0, 4), (4, 4), (8, 1)]
+        calls.clear()
+        assert await read_all(node.store.read(e, 100, 200)) == data[100:200]
+        assert calls == [(0, 1)]
+        nursery.cancel_scope.cancel()
