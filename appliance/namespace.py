@@ -24,8 +24,14 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import asdict, dataclass, field
 
-from .meta import Compare, Delete, MetaStore, Put, prefix_end
+import trio
+
+from .meta import KV, Compare, Delete, MetaStore, Put, prefix_end
 from .store import Extent, Store
+
+
+DELETE_MARK_TTL_S = 10.0
+"""How long a DeleteBucket in progress holds up commits to that bucket (see delete_bucket)."""
 
 
 class NamespaceError(Exception):
@@ -63,6 +69,8 @@ class Bucket:
     name: str
     owner: str
     created: float
+    deleting: float = 0.0
+    """When a DeleteBucket began (0: none); see Namespace.delete_bucket."""
 
 
 @dataclass
@@ -170,19 +178,49 @@ class Namespace:
         return [b for b in out if owner is None or b.owner == owner]
 
     async def delete_bucket(self, name: str) -> None:
-        """Raises NoSuchBucket, or BucketNotEmpty when it holds objects or uploads."""
+        """Raises NoSuchBucket, or BucketNotEmpty when it holds objects or uploads.
+
+        The bucket record is first marked as being deleted, which changes its revision: a
+        commit that read the bucket before (commit_object, create_upload compare it) fails
+        and waits for the outcome, so nothing can land between the emptiness check and the
+        delete. The mark is removed again when the bucket turns out not to be empty."""
         kv = await self.meta.get(_bkey(name))
         if kv is None:
             raise NoSuchBucket(name)
-        for prefix in (b"o/", b"u/"):
-            p = prefix + name.encode() + b"/"
-            if await self.meta.scan(p, prefix_end(p), limit=1):
-                raise BucketNotEmpty(name)
-        # Compare on the bucket record only: a PUT racing with the delete re-checks the
-        # bucket's existence in its own commit (see commit_object).
-        res = await self.meta.txn([Compare(kv.key, kv.mod_rev)], [Delete(kv.key)])
+        marked = {**json.loads(kv.value), "deleting": time.time()}
+        res = await self.meta.txn([Compare(kv.key, kv.mod_rev)],
+                                  [Put(kv.key, json.dumps(marked).encode())])
         if not res.succeeded:
             raise ConflictError(name)
+        marked_rev = res.revision
+        try:
+            for prefix in (b"o/", b"u/"):
+                p = prefix + name.encode() + b"/"
+                if await self.meta.scan(p, prefix_end(p), limit=1):
+                    raise BucketNotEmpty(name)
+            if not (await self.meta.txn([Compare(kv.key, marked_rev)],
+                                        [Delete(kv.key)])).succeeded:
+                raise ConflictError(name)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.meta.txn([Compare(kv.key, marked_rev)], [Put(kv.key, kv.value)])
+            raise
+
+    async def _live_bucket(self, name: str) -> KV:
+        """The bucket record a commit compares against, once no DeleteBucket is in progress
+        (a mark older than DELETE_MARK_TTL_S is left over from a crash and ignored).
+        Raises NoSuchBucket, ConflictError if a deletion takes implausibly long."""
+        deadline = trio.current_time() + DELETE_MARK_TTL_S
+        while True:
+            kv = await self.meta.get(_bkey(name))
+            if kv is None:
+                raise NoSuchBucket(name)
+            mark = json.loads(kv.value).get("deleting", 0)
+            if not mark or time.time() - mark > DELETE_MARK_TTL_S:
+                return kv
+            if trio.current_time() > deadline:
+                raise ConflictError(name)
+            await trio.sleep(0.01)
 
     # -- objects ---------------------------------------------------------------------------
     async def write_data(self, body: AsyncIterable[bytes]) -> Extent:
@@ -210,9 +248,7 @@ class Namespace:
         """
         okey = _okey(bucket, record.key)
         record.version = record.version or secrets.token_hex(8)
-        bucket_kv = await self.meta.get(_bkey(bucket))
-        if bucket_kv is None:
-            raise NoSuchBucket(bucket)
+        bucket_kv = await self._live_bucket(bucket)
         while True:
             old = await self.meta.get(okey)
             if expect_rev is not None and (old.mod_rev if old else 0) != expect_rev:
@@ -229,9 +265,7 @@ class Namespace:
                 record.mod_rev = res.revision
                 return record
             if bucket_kv.key in res.failed_keys:
-                if await self.meta.get(_bkey(bucket)) is None:
-                    raise NoSuchBucket(bucket)
-                bucket_kv = await self.meta.get(_bkey(bucket))
+                bucket_kv = await self._live_bucket(bucket)
             elif expect_rev is not None or any(c.key in res.failed_keys for c in extra_compare):
                 raise ConflictError(record.key)
             # else: a concurrent writer replaced the object; retry against its record.
@@ -285,11 +319,14 @@ class Namespace:
 
     # -- multipart uploads -------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, owner: str, template: dict) -> Upload:
-        if await self.get_bucket(bucket) is None:
-            raise NoSuchBucket(bucket)
+        """A new multipart upload. Raises NoSuchBucket."""
         up = Upload(bucket, key, secrets.token_urlsafe(24), time.time(), owner, template)
-        await self.meta.put(_ukey(bucket, key, up.upload_id), self._upload_bytes(up))
-        return up
+        while True:
+            bkv = await self._live_bucket(bucket)
+            res = await self.meta.txn([Compare(bkv.key, bkv.mod_rev)],
+                                      [Put(_ukey(bucket, key, up.upload_id), self._upload_bytes(up))])
+            if res.succeeded:
+                return up
 
     @staticmethod
     def _upload_bytes(up: Upload) -> bytes:

@@ -224,3 +224,40 @@ async def test_read_ahead_fetches_each_segment_once(node_factory):
         assert await read_all(node.store.read(e, 100, 200)) == data[100:200]
         assert calls == [(0, 1)]
         nursery.cancel_scope.cancel()
+
+
+async def test_delete_bucket_racing_puts_never_strands_an_object(node_factory):
+    """Once DeleteBucket succeeds no object of that bucket may exist (it would reappear if the
+    bucket were created again)."""
+    from appliance.namespace import BucketNotEmpty, NoSuchBucket
+    from appliance.store import Extent
+
+    async with node_factory() as node:
+        ns = node.ns
+        for _ in range(30):
+            await ns.create_bucket("race", "root")
+
+            async def putter():
+                for i in range(50):
+                    rec = ObjectRecord(key=f"k{i}", size=3, etag="x", mtime=0,
+                                       extents=[Extent(3, inline=b"abc")])
+                    try:
+                        await ns.commit_object("race", rec)
+                    except NoSuchBucket:
+                        return
+                    await trio.sleep(0)
+
+            async def deleter():
+                while True:
+                    try:
+                        await ns.delete_bucket("race")
+                        return
+                    except BucketNotEmpty:
+                        for r in await ns.list_objects("race"):
+                            await ns.delete_object("race", r.key)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(putter)
+                nursery.start_soon(deleter)
+            assert await ns.get_bucket("race") is None
+            assert await ns.list_objects("race") == []
