@@ -19,6 +19,7 @@ garbage-collect.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import secrets
@@ -65,24 +66,31 @@ async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
                        ) -> AsyncIterator[bytes]:
     """The stream ``first`` + ``rest`` cut into ``size``-byte segments (the last may be shorter).
 
-    A chunk that is exactly one segment, arriving on a segment boundary, passes through
-    uncopied (the S3 gateway hands over 1 MiB pieces); otherwise chunks are joined once."""
-    pending: list = []
+    Each segment is built with one copy (``b"".join`` over the pieces and memoryview slices
+    that make it up); a chunk that is exactly one segment on a segment boundary is passed
+    through uncopied. pyeclib only takes ``bytes``, so the copy cannot be avoided."""
+    pending: collections.deque = collections.deque()
     have = 0
     chunk = first
     while True:
-        if not pending and len(chunk) == size:
-            yield chunk if isinstance(chunk, bytes) else bytes(chunk)
-        elif chunk:
+        if chunk:
             pending.append(chunk)
             have += len(chunk)
-            if have >= size:
-                joined = b"".join(pending)
-                full = have // size
-                for i in range(full):
-                    yield joined[i * size:(i + 1) * size]
-                tail = joined[full * size:]
-                pending, have = ([tail] if tail else []), len(tail)
+            while have >= size:
+                parts, need = [], size
+                while need:
+                    head = pending[0]
+                    if len(head) <= need:
+                        parts.append(pending.popleft())
+                        need -= len(head)
+                    else:
+                        view = memoryview(head)
+                        parts.append(view[:need])
+                        pending[0] = view[need:]
+                        need = 0
+                have -= size
+                yield parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) \
+                    else b"".join(parts)
         try:
             chunk = await anext(rest)
         except StopAsyncIteration:

@@ -3,6 +3,8 @@
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import trio
 
 from appliance.fsck import fsck
@@ -261,3 +263,24 @@ async def test_delete_bucket_racing_puts_never_strands_an_object(node_factory):
                 nursery.start_soon(deleter)
             assert await ns.get_bucket("race") is None
             assert await ns.list_objects("race") == []
+
+
+@given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=8),
+       size=st.sampled_from([1, 7, 64, 1000]))
+@settings(max_examples=300, deadline=None)
+def test_cut_segments_exact_sizes_same_bytes(data, cuts, size):
+    from appliance.store.store import cut_segments
+
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:])] or [b""]
+
+    async def go():
+        async def rest():
+            for p in pieces[1:]:
+                yield p
+        return [s async for s in cut_segments(pieces[0], rest(), size)]
+
+    out = trio.run(go)
+    assert b"".join(out) == data
+    assert all(type(s) is bytes and len(s) == size for s in out[:-1])
+    assert not out or 0 < len(out[-1]) <= size
