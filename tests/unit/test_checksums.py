@@ -9,11 +9,9 @@ import io
 import os
 import zlib
 
-import boto3
 import pytest
+from botocapture import lower_headers, put_request
 import trio
-from botocore.awsrequest import AWSResponse
-from botocore.config import Config
 from botocore.httpchecksum import Crc32Checksum, Sha1Checksum, Sha256Checksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -201,35 +199,8 @@ def test_content_md5():
     assert error.message == "The Content-MD5 you specified did not match what we received."
 
 
-class _RawBody:
-    def stream(self, **_):
-        return iter([b""])
-
-    def read(self, *_args, **_kwargs):
-        return b""
-
-
 def boto_put_headers(endpoint: str, **params) -> list[tuple[str, str]]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="AKID",
-        aws_secret_access_key="secret",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-    captured = []
-
-    def before_send(request, **_):
-        captured.append(request)
-        return AWSResponse(request.url, 200, {}, _RawBody())
-
-    client.meta.events.register("before-send.s3", before_send)
-    client.put_object(Bucket="b", Key="k", **params)
-    return [
-        (name.lower(), value.decode() if isinstance(value, bytes) else value)
-        for name, value in captured[-1].headers.items()
-    ]
+    return list(lower_headers(put_request(endpoint, **params)).items())
 
 
 @pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])

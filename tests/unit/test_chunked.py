@@ -9,11 +9,9 @@ import io
 import zlib
 from datetime import datetime, timezone
 
-import boto3
 import crc32c
 import pytest
-from botocore.awsrequest import AWSResponse
-from botocore.config import Config
+from botocapture import lower_headers, put_request
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha256Checksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -297,36 +295,11 @@ def test_constructor_rejects_bad_modes():
 # bodies from botocore's encoder (STREAMING-UNSIGNED-PAYLOAD-TRAILER)
 
 
-class _RawBody:
-    def stream(self, **_):
-        return iter([b""])
-
-    def read(self, *_args, **_kwargs):
-        return b""
-
-
 def boto_put(body: bytes, algorithm: str = "CRC32"):
     """Headers and wire body of a real boto3 PutObject over HTTPS (which makes
     botocore use aws-chunked with a trailing checksum)."""
-    client = boto3.client(
-        "s3",
-        endpoint_url="https://s3.test",
-        region_name="us-east-1",
-        aws_access_key_id="AKID",
-        aws_secret_access_key="secret",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-    captured = []
-
-    def before_send(request, **_):
-        captured.append(request)
-        return AWSResponse(request.url, 200, {}, _RawBody())
-
-    client.meta.events.register("before-send.s3", before_send)
-    client.put_object(Bucket="b", Key="k", Body=io.BytesIO(body), ChecksumAlgorithm=algorithm)
-    request = captured[-1]
-    headers = {name.lower(): (v.decode() if isinstance(v, bytes) else v) for name, v in request.headers.items()}
-    return headers, request.body.read()
+    request = put_request("https://s3.test", Body=io.BytesIO(body), ChecksumAlgorithm=algorithm)
+    return lower_headers(request), request.body.read()
 
 
 @pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])

@@ -13,11 +13,10 @@ import io
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
+from botocapture import capturing_client
 from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest, AWSResponse
-from botocore.config import Config
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from appliance.s3.sigv4 import (
@@ -58,32 +57,8 @@ ODD_KEYS = [
 # helpers
 
 
-class _RawBody:
-    def stream(self, **_):
-        return iter([b""])
-
-    def read(self, *_args, **_kwargs):
-        return b""
-
-
 def make_client(endpoint="http://s3.test:8080", style="path", secret=SECRET, **config):
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=AKID,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4", s3={"addressing_style": style}, **config),
-    )
-    captured = []
-
-    def before_send(request, **_):
-        captured.append(request)
-        return AWSResponse(request.url, 200, {}, _RawBody())
-
-    client.meta.events.register("before-send.s3", before_send)
-    client.captured = captured
-    return client
+    return capturing_client(endpoint, style=style, akid=AKID, secret=secret, **config)
 
 
 def to_view(prepared) -> tuple[SignedRequest, bytes]:
