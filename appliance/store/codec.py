@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 from dataclasses import dataclass
+
+# liberasurecode's fragment header (erasurecode.h, fragment_header_t, packed, little-endian):
+# idx u32 @0, size u32 @4 (payload bytes), frag_backend_metadata_size u32 @8,
+# orig_data_size u64 @12, ..., magic u32 @59; 80 bytes in all. The payload follows.
+_FRAG_HEADER_LEN = 80
+_FRAG_META = struct.Struct("<IIIQ")
+_FRAG_MAGIC = struct.Struct("<I")
+_FRAG_MAGIC_AT = 59
+_LIBEC_MAGIC = 0xB0C5ECC
 
 _POOL_RE = re.compile(r"^(?:ec:(\d+)\+(\d+)|replicated:(\d+))$")
 
@@ -86,7 +96,35 @@ class Codec:
         """Rebuild a segment from at least ``k`` verified fragments keyed by shard index."""
         if self._driver is None:
             return next(iter(fragments.values()))
+        if all(i in fragments for i in range(self.spec.k)):
+            joined = self._join_data([fragments[i] for i in range(self.spec.k)])
+            if joined is not None:
+                return joined
         return self._driver.decode([fragments[i] for i in sorted(fragments)[: self.spec.k]])
+
+    def _join_data(self, data: list[bytes]) -> bytes | None:
+        """The segment from its K data fragments without a decode call: the systematic codes we
+        use store the segment itself, split in K payloads (liberasurecode's fragments_to_string
+        does the same). None when a header does not look as expected; then pyeclib decides."""
+        views = []
+        orig = None
+        for want, frag in enumerate(data):
+            if len(frag) < _FRAG_HEADER_LEN \
+                    or _FRAG_MAGIC.unpack_from(frag, _FRAG_MAGIC_AT)[0] != _LIBEC_MAGIC:
+                return None
+            idx, size, backend_meta, total = _FRAG_META.unpack_from(frag, 0)
+            if idx != want or backend_meta or len(frag) != _FRAG_HEADER_LEN + size \
+                    or (orig is not None and total != orig):
+                return None
+            orig = total
+            views.append(memoryview(frag)[_FRAG_HEADER_LEN:])
+        if orig is None or orig > sum(len(v) for v in views):
+            return None
+        left = orig
+        for n, v in enumerate(views):  # payloads are padded: keep the first ``orig`` bytes
+            views[n] = v[:left]
+            left -= len(views[n])
+        return b"".join(views)
 
     def reconstruct(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
         """Fragments for the ``missing`` indices from at least ``k`` others (repair)."""
