@@ -59,26 +59,36 @@ MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_"
                  "MALLOC_TOP_PAD_": "268435456"}
 
 
-def _reexec_with_malloc_tuning() -> None:
-    if all(k in os.environ for k in MALLOC_TUNING):
+def _reexec_for_node(data_dir: str) -> None:
+    """Re-exec ``appliance up`` with the environment its processes need from the start: glibc's
+    malloc settings (read at start-up only) and PROMETHEUS_MULTIPROC_DIR (read when
+    prometheus_client is imported), a directory of this run under DATA_DIR/run/."""
+    metrics_dir = str(Path(data_dir).resolve() / "run" / f"metrics.{os.getpid()}")
+    if all(k in os.environ for k in MALLOC_TUNING) \
+            and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == metrics_dir:
         return
-    env = {**MALLOC_TUNING, **os.environ}
+    os.makedirs(metrics_dir, exist_ok=True)
+    env = {**MALLOC_TUNING, **os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     os.execve(sys.executable, [sys.executable, "-m", "appliance.cli", *sys.argv[1:]], env)
 
 
 def cmd_up(args) -> int:
     from . import node
+    from .supervisor import GatewayFailure
 
-    _reexec_with_malloc_tuning()
+    _reexec_for_node(args.data_dir)
 
     disks = [d for d in args.disks.split(",") if d] if args.disks else None
     try:
         trio.run(lambda: node.run(Path(args.data_dir), args.s3, disks=disks, pool=args.pool,
                                   domain=args.domain, region=args.region,
-                                  repair_rate=args.repair_rate * 1e6))
+                                  repair_rate=args.repair_rate * 1e6, workers=args.workers))
     except (node.SetupError, PoolSpecError) as e:
         print(f"appliance: {e}", file=sys.stderr)
         return 2
+    except GatewayFailure as e:
+        print(f"appliance: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -230,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--domain", help="base domain for virtual-host style bucket addressing")
     up.add_argument("--region", default="us-east-1")
     up.add_argument("--repair-rate", type=float, default=200.0, help="repair MB/s (0: no cap)")
+    up.add_argument("--workers", type=int, default=None,
+                    help="S3 gateway processes (default: one per core, at most 8)")
     up.set_defaults(fn=cmd_up)
 
     user = sub.add_parser("user", help="manage users (accounts)")

@@ -7,6 +7,7 @@ State under the data directory::
     credentials      the root access key, AWS shared-credentials format, mode 0600
     disks/disk0..5   stand-in data disks when --disks is not given
     lock             held while the node runs (one node per data directory)
+    run/metrics.PID  prometheus-client multiprocess files of the running node
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import fcntl
 import json
 import logging
 import os
-import signal
-import sys
+import shutil
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,12 @@ from pathlib import Path
 import trio
 
 from .accounts import Accounts
+from .gateway import wait_for_signal
 from .meta import SqliteMeta
 from .namespace import Namespace
 from .store import Device, InProcessClient, PoolSpec, ShardServer, Store
 from .store.repair import Repairer
+from .supervisor import GatewayPool
 
 log = logging.getLogger(__name__)
 
@@ -115,64 +117,83 @@ async def ensure_root_credentials(accounts: Accounts, data_dir: Path) -> tuple[s
     return key.access_key_id, key.secret_access_key
 
 
-def _lock(data_dir: Path):
+LOCK_WAIT_S = 15.0
+"""How long a starting node waits for the previous one (its last gateway) to let go of the lock."""
+
+
+async def _lock(data_dir: Path):
     f = open(data_dir / "lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SetupError(f"another appliance is running on {data_dir}") from None
-    return f
+    deadline = trio.current_time() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if trio.current_time() > deadline:
+                f.close()
+                raise SetupError(f"another appliance is running on {data_dir}") from None
+            await trio.sleep(0.1)
+
+
+def _reset_metrics_dir() -> None:
+    """Empty this run's multiprocess metrics directory and remove those of earlier runs (their
+    processes are gone: we hold the lock). ``appliance up`` points PROMETHEUS_MULTIPROC_DIR at
+    ``DIR/run/metrics.<pid>``."""
+    mine = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not mine:
+        return
+    mine_path = Path(mine)
+    for old in mine_path.parent.glob("metrics.*"):
+        if old != mine_path:
+            shutil.rmtree(old, ignore_errors=True)
+    mine_path.mkdir(parents=True, exist_ok=True)
+
+
+def default_workers() -> int:
+    """One gateway process per core (at least 1, at most 8)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
               pool: str | None = None, domain: str | None = None, region: str = "us-east-1",
-              repair_rate: float = 200e6, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run the node until SIGTERM/SIGINT. Clean shutdown: stop accepting, let requests in
-    flight finish (hypercorn's graceful timeout), stop background work, close metadata."""
-    import hypercorn.config
-    import hypercorn.trio
-
-    from .s3.app import S3App
-    from .s3.http_compat import install_reason_phrases
-
-    install_reason_phrases()
-
+              repair_rate: float = 200e6, workers: int | None = None,
+              task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the node until SIGTERM/SIGINT: ``workers`` S3 gateway processes (default: one per
+    core, see :mod:`appliance.gateway`) and, in this process, crash recovery, repair and
+    garbage collection. Clean shutdown: the gateways stop accepting and finish the requests in
+    flight, then background work stops and metadata is closed. Raises SetupError,
+    GatewayFailure."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(data_dir)
-    async with open_node(data_dir, disks, pool) as (meta, store, ns, accounts):
-        created = await ensure_root_credentials(accounts, data_dir)
-        if created:
-            print(f"root access key created (also in {data_dir / 'credentials'}):\n"
-                  f"  aws_access_key_id     = {created[0]}\n"
-                  f"  aws_secret_access_key = {created[1]}", flush=True)
-        # Single node, nothing in flight yet: every pending write is from a crash.
-        recovered = await store.recover()
-        if recovered:
-            log.warning("found %d writes interrupted by a crash; their shards will be removed",
-                        recovered)
-        cfg = hypercorn.config.Config()
-        cfg.bind = [s3_bind]
-        cfg.accesslog = None
-        cfg.graceful_timeout = 10
-        cfg.keep_alive_timeout = 75  # longer than typical client idle timeouts (60 s)
-        app = S3App(ns, accounts, region=region, domain=domain)
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            repairer = Repairer(store, rate=repair_rate)
-            nursery.start_soon(repairer.run)
-            nursery.start_soon(_wait_for_signal, stop)
-            print(f"S3 endpoint http://{s3_bind} (data in {data_dir})", flush=True)
-            task_status.started()
-            await hypercorn.trio.serve(app, cfg, shutdown_trigger=stop.wait)
-            nursery.cancel_scope.cancel()
-    lock.close()
+    lock = await _lock(data_dir)
+    try:
+        _reset_metrics_dir()
+        async with open_node(data_dir, disks, pool) as (meta, store, ns, accounts):
+            created = await ensure_root_credentials(accounts, data_dir)
+            if created:
+                print(f"root access key created (also in {data_dir / 'credentials'}):\n"
+                      f"  aws_access_key_id     = {created[0]}\n"
+                      f"  aws_secret_access_key = {created[1]}", flush=True)
+            # No gateway runs yet: every pending write is from a crash.
+            recovered = await store.recover()
+            if recovered:
+                log.warning("found %d writes interrupted by a crash; their shards will be "
+                            "removed", recovered)
+            gateways = GatewayPool(
+                workers or default_workers(),
+                {"data_dir": str(data_dir.resolve()), "bind": s3_bind, "region": region,
+                 "domain": domain},
+                keep_fds=(lock.fileno(),))
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(store.run)
+                nursery.start_soon(Repairer(store, rate=repair_rate).run)
+                nursery.start_soon(wait_for_signal, stop, "shutting down")
+                await gateways.start()
+                print(f"S3 endpoint http://{s3_bind} ({gateways.count} gateway processes, "
+                      f"data in {data_dir})", flush=True)
+                task_status.started()
+                await gateways.supervise(store, stop)
+                nursery.cancel_scope.cancel()
+    finally:
+        lock.close()
     print("stopped cleanly", flush=True)
-
-
-async def _wait_for_signal(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            print("shutting down", file=sys.stderr, flush=True)
-            stop.set()
-            return

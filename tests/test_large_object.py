@@ -12,7 +12,8 @@ import helpers
 MiB = 1 << 20
 SIZE = 5 << 30
 RSS_LIMIT = 768 * MiB
-"""Peak resident memory allowed to the appliance: ~7x smaller than the object."""
+"""Peak resident memory allowed to the appliance (all its processes together): ~7x smaller
+than the object."""
 
 
 def piece(block: bytes, i: int) -> bytes:
@@ -21,8 +22,11 @@ def piece(block: bytes, i: int) -> bytes:
 
 
 def peak_rss(pid: int) -> int:
+    """Sum of the peak RSS of ``pid`` and its children (the node and its gateway processes)."""
     with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) * 1024
+        own = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) * 1024
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return own + sum(peak_rss(int(child)) for child in f.read().split())
 
 
 def shard_reads(app) -> float:

@@ -7,7 +7,7 @@ logged); a response whose body stream fails after the headers went out is aborte
 connection closes without the final chunk, so the client sees a short body, never a clean end).
 
 Unauthenticated endpoints: ``GET /health`` (200 ``ok``) and ``GET /metrics`` (Prometheus text
-of the default registry). They answer only requests without credentials, so a bucket named
+of the node, see :mod:`.metrics`). They answer only requests without credentials, so a bucket named
 ``health`` or ``metrics`` still works for signed requests.
 """
 
@@ -202,7 +202,7 @@ class S3App:
         if name == "Health":
             return Response(200, [("content-type", "text/plain")], b"ok")
         return Response(200, [("content-type", prometheus_client.CONTENT_TYPE_LATEST)],
-                        prometheus_client.generate_latest())
+                        metrics.exposition())
 
     # -- errors --------------------------------------------------------------------------------
     @staticmethod

@@ -41,3 +41,34 @@ def install_reason_phrases() -> None:
         if writer is original:
             _writers.WRITERS[key] = write_any_response
     _installed = True
+
+
+def close_idle_connections_on_eof() -> None:
+    """Release a connection as soon as the client closes it (idempotent).
+
+    hypercorn 0.13's trio TCPServer keeps a connection's task group, and so its socket, open
+    after reading EOF until the keep-alive timer fires (75 s for us): every closed client
+    connection lingers in CLOSE-WAIT, and a graceful shutdown waits out its whole timeout for
+    them. Later hypercorn releases cancel the timer on close; we do the same: once the read
+    loop ends, the timer is cancelled and not started again."""
+    from hypercorn.trio import tcp_server
+
+    server = tcp_server.TCPServer
+    if getattr(server._read_data, "_closes_on_eof", False):
+        return
+    read_data, start_timer = server._read_data, server._start_keep_alive_timeout
+
+    async def _read_data(self) -> None:
+        try:
+            await read_data(self)
+        finally:
+            self._read_eof = True
+            await self._stop_keep_alive_timeout()
+
+    async def _start_keep_alive_timeout(self) -> None:
+        if not getattr(self, "_read_eof", False):
+            await start_timer(self)
+
+    _read_data._closes_on_eof = True
+    server._read_data = _read_data
+    server._start_keep_alive_timeout = _start_keep_alive_timeout

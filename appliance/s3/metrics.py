@@ -6,10 +6,17 @@
   request to the last byte of the response.
 - ``appliance_s3_received_bytes_total{op}`` / ``appliance_s3_sent_bytes_total{op}``: body
   bytes read from clients and sent to them.
-- ``appliance_s3_requests_in_flight``: requests being served.
+- ``appliance_s3_requests_in_flight``: requests being served (summed over gateway processes).
+
+A node runs several gateway processes; with PROMETHEUS_MULTIPROC_DIR set (``appliance up``
+sets it) each writes its samples there and :func:`exposition` merges them, so any process
+answers /metrics for the whole node (prometheus-client's multiprocess mode).
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 REQUESTS = Counter("appliance_s3_requests_total", "S3 requests by operation and HTTP status",
                    ["op", "status"])
@@ -18,4 +25,14 @@ LATENCY = Histogram("appliance_s3_request_seconds", "S3 request latency by opera
                                      1, 2.5, 5, 10, 30, 60, 120, 300))
 BYTES_IN = Counter("appliance_s3_received_bytes_total", "Request body bytes received", ["op"])
 BYTES_OUT = Counter("appliance_s3_sent_bytes_total", "Response body bytes sent", ["op"])
-IN_FLIGHT = Gauge("appliance_s3_requests_in_flight", "S3 requests being served")
+IN_FLIGHT = Gauge("appliance_s3_requests_in_flight", "S3 requests being served",
+                  multiprocess_mode="livesum")
+
+
+def exposition() -> bytes:
+    """Every metric of this node in the Prometheus text format."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return prometheus_client.generate_latest(registry)
+    return prometheus_client.generate_latest()

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the shard store (exported by whichever process runs it)."""
+"""Prometheus metrics of the shard store (exported by whichever process runs it).
+
+Gauges name how a node with several processes combines them (``multiprocess_mode``, used
+when PROMETHEUS_MULTIPROC_DIR is set): the backlogs and the rate are set by the one process
+that runs repair, so the live maximum is its value."""
 
 from prometheus_client import Counter, Gauge
 
@@ -11,8 +15,11 @@ SHARD_FAILURES = Counter("appliance_shard_failures_total",
                          ["device", "op", "reason"])
 DEGRADED_READS = Counter("appliance_degraded_reads_total",
                          "Segment batches that needed parity shards")
-REPAIR_BACKLOG = Gauge("appliance_repair_backlog", "Shards queued for repair")
+REPAIR_BACKLOG = Gauge("appliance_repair_backlog", "Shards queued for repair",
+                       multiprocess_mode="livemax")
 REPAIRED_SHARDS = Counter("appliance_repaired_shards_total", "Shards rewritten by repair")
 REPAIRED_BYTES = Counter("appliance_repair_bytes_total", "Bytes written by repair")
-GC_BACKLOG = Gauge("appliance_gc_backlog", "Stripe sets waiting for garbage collection")
-REPAIR_RATE = Gauge("appliance_repair_rate_bytes", "Repair rate limit in bytes/s (0: none)")
+GC_BACKLOG = Gauge("appliance_gc_backlog", "Stripe sets waiting for garbage collection",
+                   multiprocess_mode="livemax")
+REPAIR_RATE = Gauge("appliance_repair_rate_bytes", "Repair rate limit in bytes/s (0: none)",
+                    multiprocess_mode="livemax")

@@ -222,12 +222,14 @@ class ShardServer:
                 if idx.isdigit():
                     yield sid, int(idx)
 
-    def clean_tmp(self) -> int:
-        """Remove partial writes left by a crash. Only call when no write is in progress."""
+    def clean_tmp(self, sids: set[str] | None = None) -> int:
+        """Remove partial writes left by a crash: all of them (``sids=None``; only when no write
+        is in progress on this device), or those of the stripe sets ``sids``."""
         n = 0
         for f in self._tmp.iterdir():
-            f.unlink(missing_ok=True)
-            n += 1
+            if sids is None or f.name.split(".", 1)[0] in sids:
+                f.unlink(missing_ok=True)
+                n += 1
         return n
 
     def usage(self) -> tuple[int, int]:

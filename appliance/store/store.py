@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -204,7 +205,9 @@ class Store:
             return Extent(len(head), inline=bytes(head))
         p = self.pools[pool or self.default_pool]
         sid = secrets.token_hex(16)
-        await self.meta.put(b"w/" + sid.encode(), _j({"pool": p.name, "t": time.time()}))
+        # The writer's pid lets a supervisor release the writes of a process that died.
+        await self.meta.put(b"w/" + sid.encode(),
+                            _j({"pool": p.name, "t": time.time(), "pid": os.getpid()}))
         try:
             size, failed = await self._write_shards(p, sid, bytes(head), it)
         except BaseException:
@@ -462,18 +465,27 @@ class Store:
     def repair_done(self, sid: str, index: int) -> None:
         self._repair_queued.discard((sid, index))
 
-    async def recover(self) -> int:
-        """After a crash or on start (no writes in flight): remove partial shard files and hand
-        every uncommitted write to garbage collection. Returns the number of intents found."""
+    async def recover(self, pid: int | None = None) -> int:
+        """Release writes that were interrupted by a crash: remove their partial shard files and
+        hand their stripe sets to garbage collection. Returns the number of writes released.
+
+        ``pid=None``: every pending write (node start, nothing in flight). ``pid``: only those
+        of that writer process, which must be dead (a gateway process that crashed)."""
+        intents = []
+        for kv in await self.meta.scan_prefix(b"w/"):
+            if pid is None or json.loads(kv.value).get("pid") == pid:
+                intents.append(kv)
+        sids = {kv.key[2:].decode() for kv in intents}
         for c in self.clients.values():
-            await c.clean_tmp()
-        intents = await self.meta.scan_prefix(b"w/")
+            await c.clean_tmp(None if pid is None else sids)
         for kv in intents:
             sid = kv.key[2:].decode()
             info = json.loads(kv.value)
             ext = Extent(0, sid=sid, pool=info["pool"])
             await self.meta.txn([Compare(kv.key, kv.mod_rev)],
                                 [Delete(kv.key), *self.release_ops([ext])])
+        if intents:
+            self._work.set()
         return len(intents)
 
     async def collect_garbage(self, limit: int = 100) -> int:

@@ -44,7 +44,8 @@ class ShardClient(abc.ABC):
     async def list_shards(self) -> list[tuple[str, int]]: ...
 
     @abc.abstractmethod
-    async def clean_tmp(self) -> int: ...
+    async def clean_tmp(self, sids: set[str] | None = None) -> int:
+        """Remove partial shard files: all (no write in flight), or those of ``sids``."""
 
 
 class InProcessClient(ShardClient):
@@ -85,5 +86,5 @@ class InProcessClient(ShardClient):
     async def list_shards(self):
         return await self._run(lambda: list(self.server.list_shards()))
 
-    async def clean_tmp(self):
-        return await self._run(self.server.clean_tmp)
+    async def clean_tmp(self, sids=None):
+        return await self._run(self.server.clean_tmp, sids)

@@ -1,0 +1,165 @@
+"""`appliance up` as a whole: its gateway processes, merged metrics, a gateway that dies."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+import helpers
+
+MiB = 1 << 20
+
+
+def gateway_pids(app) -> list[int]:
+    """The gateway processes: the children of the `appliance up` process."""
+    pid = app.proc.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(p) for p in f.read().split())
+
+
+def metric_total(app, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    status, body = helpers.http_get(app.host, app.port, "/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        m = re.match(r"^%s(?:\{([^}]*)\})? ([0-9.e+-]+)$" % re.escape(name), line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def fsck(app) -> dict:
+    out = subprocess.run([str(helpers.appliance_bin()), "fsck", "--json", "--data-dir",
+                          str(app.data_dir)], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_one_gateway_process_per_core_and_metrics_count_all_of_them(appliance_factory):
+    app = appliance_factory()
+    pids = gateway_pids(app)
+    assert len(pids) == max(1, min(8, len(os.sched_getaffinity(0))))
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="counted")
+    before = metric_total(app, "appliance_s3_requests_total", op="HeadBucket", status="200")
+    # a new connection per request, so the kernel spreads them over the gateways
+    for _ in range(24):
+        app.boto3_client().head_bucket(Bucket="counted")
+    after = metric_total(app, "appliance_s3_requests_total", op="HeadBucket", status="200")
+    assert after - before == 24
+
+
+def test_extra_workers_option(appliance_factory):
+    app = appliance_factory(extra_args=["--workers", "3"])
+    assert len(gateway_pids(app)) == 3
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="three")
+    s3.put_object(Bucket="three", Key="k", Body=b"x" * 10000)
+    assert s3.get_object(Bucket="three", Key="k")["Body"].read() == b"x" * 10000
+
+
+def test_port_in_use_is_a_clear_start_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([str(helpers.appliance_bin()), "up", "--data-dir",
+                              str(tmp_path / "d"), "--s3", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+@pytest.mark.fault
+def test_gateway_killed_mid_put_is_replaced_and_its_write_released(appliance_factory):
+    app = appliance_factory()
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="gwk")
+    old = os.urandom(5 * MiB)
+    s3.put_object(Bucket="gwk", Key="k", Body=old)
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "gwk", "Key": "k"},
+                                    ExpiresIn=600)
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.putrequest("PUT", u.path + "?" + u.query, skip_accept_encoding=True)
+    conn.putheader("Content-Length", str(64 * MiB))
+    conn.endheaders()
+    piece = os.urandom(MiB)
+    for _ in range(24):
+        conn.send(piece)
+    # the write is in flight in one of the gateways (shard files being written)
+    wait_until(lambda: fsck(app)["pending"] == 1, what="the PUT's pending write")
+    before = gateway_pids(app)
+    for pid in before:  # whichever holds the connection
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(OSError):
+        for _ in range(40):
+            conn.send(piece)
+        conn.getresponse()
+    conn.close()
+
+    def replaced():
+        now = gateway_pids(app)
+        return len(now) == len(before) and not set(now) & set(before)
+
+    def healthy():
+        try:
+            return helpers.http_get(app.host, app.port, "/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(replaced, what="new gateway processes")
+    wait_until(healthy, what="health")
+    assert app.running  # the node itself never stopped
+    s3 = app.boto3_client()
+    assert s3.get_object(Bucket="gwk", Key="k")["Body"].read() == old
+    wait_until(lambda: (lambda r: r["clean"] and r["pending"] == 0 and r["garbage"] == 0)(
+        fsck(app)), what="the dead gateway's write released and collected")
+    assert "exited with code -9; releasing its writes" in app.logs()
+
+
+def close_wait_sockets(port: int) -> int:
+    """Server-side sockets on ``port`` the peer closed but we still hold (TCP CLOSE-WAIT)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == port and state == "08":
+                    n += 1
+    return n
+
+
+def test_connections_closed_by_clients_are_released_and_stop_is_prompt(appliance_factory):
+    app = appliance_factory()
+    for _ in range(6):
+        with socket.create_connection((app.host, app.port)) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    with socket.create_connection((app.host, app.port)):
+        pass  # connected, nothing sent
+    # hypercorn 0.13 alone holds each one until its 75 s keep-alive timer fires
+    wait_until(lambda: close_wait_sockets(app.port) == 0, timeout=10,
+               what="closed connections released")
+    started = time.monotonic()
+    assert app.stop() == 0
+    # nothing in flight: no graceful timeout (10 s) to wait out
+    assert time.monotonic() - started < 8
+    assert "stopped cleanly" in app.logs()
