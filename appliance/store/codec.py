@@ -8,9 +8,14 @@ data, DESIGN.md §4), so callers verify every fragment's crc32c before ``decode`
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import struct
 from dataclasses import dataclass
+
+from .isal import IsalEncoder, IsalUnavailable
+
+log = logging.getLogger(__name__)
 
 # liberasurecode's fragment header (erasurecode.h, fragment_header_t, packed, little-endian):
 # idx u32 @0, size u32 @4 (payload bytes), frag_backend_metadata_size u32 @8,
@@ -80,6 +85,21 @@ class Codec:
             # Vandermonde RS is only guaranteed MDS for M <= 4; Cauchy beyond (DESIGN.md §4).
             ec_type = "isa_l_rs_vand" if spec.m <= 4 else "isa_l_rs_cauchy"
             self._driver = ECDriver(k=spec.k, m=spec.m, ec_type=ec_type)
+        self._encoder = self._isal_encoder(spec)
+
+    def _isal_encoder(self, spec: PoolSpec):
+        """Our GIL-free ISA-L encoder when it provably writes pyeclib's fragments; else None."""
+        if self._driver is None:
+            return None
+        try:
+            enc = IsalEncoder(spec.k, spec.m, spec.m > 4, self._driver.encode(b"x")[0])
+        except IsalUnavailable as e:
+            log.warning("ISA-L encoder unavailable (%s); encoding with pyeclib", e)
+            return None
+        if not enc.self_check(self._driver.encode):
+            log.warning("ISA-L encoder output differs from pyeclib's; encoding with pyeclib")
+            return None
+        return enc
 
     @functools.lru_cache(maxsize=64)
     def fragment_size(self, segment_len: int) -> int:
@@ -87,22 +107,27 @@ class Codec:
             return segment_len
         return self._driver.get_segment_info(segment_len, segment_len)["fragment_size"]
 
-    def encode(self, segment: bytes) -> list[bytes]:
+    def encode(self, segment: bytes) -> list[bytes | bytearray]:
+        """K+M fragments of ``segment``. Releases the GIL for the byte work when the ISA-L
+        encoder is in use, so call it from a worker thread for large segments."""
         if self._driver is None:
             return [segment] * self.spec.width
+        if self._encoder is not None:
+            return self._encoder.encode(segment)
         return self._driver.encode(segment)
 
-    def decode(self, fragments: dict[int, bytes]) -> bytes:
+    def decode(self, fragments: dict[int, bytes | memoryview]) -> bytes:
         """Rebuild a segment from at least ``k`` verified fragments keyed by shard index."""
         if self._driver is None:
-            return next(iter(fragments.values()))
+            return bytes(next(iter(fragments.values())))
         if all(i in fragments for i in range(self.spec.k)):
             joined = self._join_data([fragments[i] for i in range(self.spec.k)])
             if joined is not None:
                 return joined
-        return self._driver.decode([fragments[i] for i in sorted(fragments)[: self.spec.k]])
+        return self._driver.decode([bytes(fragments[i])
+                                    for i in sorted(fragments)[: self.spec.k]])
 
-    def _join_data(self, data: list[bytes]) -> bytes | None:
+    def _join_data(self, data: list[bytes | memoryview]) -> bytes | None:
         """The segment from its K data fragments without a decode call: the systematic codes we
         use store the segment itself, split in K payloads (liberasurecode's fragments_to_string
         does the same). None when a header does not look as expected; then pyeclib decides."""
@@ -129,9 +154,9 @@ class Codec:
     def reconstruct(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
         """Fragments for the ``missing`` indices from at least ``k`` others (repair)."""
         if self._driver is None:
-            src = next(iter(fragments.values()))
+            src = bytes(next(iter(fragments.values())))
             return {i: src for i in missing}
-        avail = [fragments[i] for i in sorted(fragments)]
+        avail = [bytes(fragments[i]) for i in sorted(fragments)]
         return dict(zip(missing, (self._driver.reconstruct(avail, [i])[0] for i in missing)))
 
 

@@ -138,8 +138,9 @@ class ShardServer:
             os.close(fd)
 
     # -- reading ---------------------------------------------------------------------------
-    def read(self, sid: str, index: int, first: int, count: int) -> list[bytes]:
-        """Fragments of segments ``first .. first+count-1``, each crc-verified.
+    def read(self, sid: str, index: int, first: int, count: int) -> list[memoryview]:
+        """Fragments of segments ``first .. first+count-1``, each crc-verified: read-only
+        views of one private buffer (immutable bytes, so they are values like ``bytes``).
 
         Raises ShardNotFound, or ShardCorrupt naming the first bad segment."""
         fd = self._open_shard(sid, index)
@@ -158,12 +159,13 @@ class ShardServer:
         finally:
             os.close(fd)
         out = []
+        view = memoryview(buf)  # slices share the one read buffer: no copy per fragment
         for s in range(count):
             off = s * (frag + 4)
             flen = min(frag, len(buf) - off - 4)
             if CRC.unpack_from(buf, off + flen)[0] != crc32c_at(buf, off, flen):
                 raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
-            out.append(buf[off:off + flen])
+            out.append(view[off:off + flen])
         return out
 
     def _open_shard(self, sid: str, index: int) -> int:

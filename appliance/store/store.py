@@ -253,35 +253,52 @@ class Store:
                 async for _ in recv:  # keep draining so the producer never blocks on us
                     pass
 
-        async def send_batch(segments: list[bytes]):
+        def encode_batch(segments: list[bytes]) -> list[list[bytes]]:
             per_shard = [[] for _ in range(spec.width)]
             for seg in segments:
                 for i, frag in enumerate(codec.encode(seg)):
                     per_shard[i].append(frag)
+            return per_shard
+
+        async def send_batch(segments: list[bytes]):
+            # In a worker thread: the ISA-L encoder releases the GIL, so the event loop keeps
+            # receiving the body meanwhile.
+            per_shard = await trio.to_thread.run_sync(encode_batch, segments)
             for i, s in enumerate(sends):
                 await s.send(per_shard[i])
             if len(failed) > spec.m:  # quorum is already out of reach: stop early
                 raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
 
-        async with trio.open_nursery() as nursery:
-            for i, r in enumerate(recvs):
-                nursery.start_soon(shard_writer, i, r)
+        # The body is cut into batches here while the previous batch is being encoded and
+        # handed to the shard writers: receiving (and hashing) overlaps encoding.
+        to_encode, batches = trio.open_memory_channel(1)
+
+        async def encoder():
             try:
-                batch: list[bytes] = []
-                async for segment in cut_segments(head, rest, SEGMENT_SIZE):
-                    batch.append(segment)
-                    size += len(segment)
-                    if len(batch) == BATCH_SEGMENTS:
-                        await send_batch(batch)
-                        batch = []
-                if batch:
-                    await send_batch(batch)
-            except BaseException:
-                nursery.cancel_scope.cancel()
-                raise
+                async for segments in batches:
+                    await send_batch(segments)
             finally:
                 for s in sends:
                     s.close()
+
+        async with trio.open_nursery() as nursery:
+            for i, r in enumerate(recvs):
+                nursery.start_soon(shard_writer, i, r)
+            nursery.start_soon(encoder)
+            try:
+                async with to_encode:
+                    batch: list[bytes] = []
+                    async for segment in cut_segments(head, rest, SEGMENT_SIZE):
+                        batch.append(segment)
+                        size += len(segment)
+                        if len(batch) == BATCH_SEGMENTS:
+                            await to_encode.send(batch)
+                            batch = []
+                    if batch:
+                        await to_encode.send(batch)
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
         if len(ok) < spec.write_quorum:
             raise StoreUnavailable(
                 f"only {len(ok)} of {spec.width} shards durable, need {spec.write_quorum}")

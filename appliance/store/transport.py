@@ -1,8 +1,9 @@
 """How the store reaches shard servers.
 
 :class:`ShardClient` is the interface (one per device); :class:`InProcessClient` runs a local
-:class:`ShardServer`'s blocking calls in worker threads. Fragments cross the interface as
-``bytes`` by value, exactly as they will over TCP, so no caller may rely on shared memory.
+:class:`ShardServer`'s blocking calls in worker threads. Fragments cross the interface by
+value (``bytes``, or read-only views of a buffer nobody else holds), exactly as they will over
+TCP, so no caller may rely on shared memory.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class ShardClient(abc.ABC):
     async def abort(self, handle: int) -> None: ...
 
     @abc.abstractmethod
-    async def read(self, sid: str, index: int, first: int, count: int) -> list[bytes]:
+    async def read(self, sid: str, index: int, first: int, count: int
+                   ) -> list[bytes | memoryview]:
         """Verified fragments of segments [first, first+count). Raises ShardError."""
 
     @abc.abstractmethod
