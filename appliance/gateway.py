@@ -4,14 +4,14 @@ A node runs several of these so that S3 requests use every core: the HTTP stack,
 pyeclib hold the GIL, so one process tops out at one core (DESIGN.md §4). Each gateway opens
 the node's metadata and shard servers itself (SQLite WAL serialises writers across processes;
 pending writes carry the writer's pid so the supervisor can release those of a gateway that
-died) and listens on its own socket bound to the same address with SO_REUSEPORT; the kernel
-spreads new connections over the gateways. Repair, garbage collection and crash recovery run
+died) and accepts connections from the one listening socket the supervisor opened: whichever
+gateway is idle takes a new connection first, and connections waiting to be accepted survive
+the death of any one gateway. Repair, garbage collection and crash recovery run
 in the supervisor only.
 
 Contract with the supervisor: ``python -m appliance.gateway CONFIG`` where CONFIG is JSON with
-data_dir, bind, region, domain, parent (its pid) and ready_fd. The gateway writes one byte to
-ready_fd once it listens, and closes it; exit code 2 means it could not start (the message is
-on stderr). It dies with the supervisor (PR_SET_PDEATHSIG), and SIGTERM/SIGINT stop it
+data_dir, bind, region, domain, parent (its pid), listen_fd (the listening socket it
+inherits) and ready_fd. The gateway writes one byte to ready_fd once it serves, and closes it. It dies with the supervisor (PR_SET_PDEATHSIG), and SIGTERM/SIGINT stop it
 gracefully: no new connections, requests in flight finish (hypercorn's graceful timeout).
 """
 
@@ -36,8 +36,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def listen_socket(bind: str, backlog: int = 1024) -> socket.socket:
-    """A listening TCP socket for ``HOST:PORT`` (``[v6]:PORT`` too) with SO_REUSEPORT, so every
-    gateway of the node binds the same address. Raises OSError."""
+    """A listening TCP socket for ``HOST:PORT`` (``[v6]:PORT`` too), inheritable by the
+    gateway processes. Raises OSError."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family, kind, proto, _, addr = socket.getaddrinfo(
@@ -45,7 +45,6 @@ def listen_socket(bind: str, backlog: int = 1024) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
         sock.listen(backlog)
     except BaseException:
@@ -69,16 +68,13 @@ async def serve(cfg: dict) -> None:
 
     from .node import open_node
     from .s3.app import S3App
+    from .s3 import h11_buffer
     from .s3.http_compat import close_idle_connections_on_eof, install_reason_phrases
 
     install_reason_phrases()
     close_idle_connections_on_eof()
-    try:
-        sock = listen_socket(cfg["bind"])
-    except OSError as e:
-        print(f"appliance: cannot listen on {cfg['bind']}: {e.strerror or e}", file=sys.stderr,
-              flush=True)
-        sys.exit(2)
+    h11_buffer.install()
+    sock = socket.socket(fileno=cfg["listen_fd"])
     async with open_node(Path(cfg["data_dir"])) as (meta, store, ns, accounts):
         hc = hypercorn.config.Config()
         hc.bind = [f"fd://{sock.fileno()}"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import trio
 
 from .accounts import Accounts
-from .gateway import wait_for_signal
+from .gateway import listen_socket, wait_for_signal
 from .meta import SqliteMeta
 from .namespace import Namespace
 from .store import Device, InProcessClient, PoolSpec, ShardServer, Store
@@ -166,6 +166,10 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = await _lock(data_dir)
     try:
+        try:
+            listener = listen_socket(s3_bind)
+        except OSError as e:
+            raise SetupError(f"cannot listen on {s3_bind}: {e.strerror or e}") from None
         _reset_metrics_dir()
         async with open_node(data_dir, disks, pool) as (meta, store, ns, accounts):
             created = await ensure_root_credentials(accounts, data_dir)
@@ -182,7 +186,7 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
                 workers or default_workers(),
                 {"data_dir": str(data_dir.resolve()), "bind": s3_bind, "region": region,
                  "domain": domain},
-                keep_fds=(lock.fileno(),))
+                listener, keep_fds=(lock.fileno(),))
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
                 await nursery.start(store.run)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,15 +43,18 @@ class _Gateway:
 
 
 class GatewayPool:
-    """``count`` gateway processes serving S3 on ``bind``.
+    """``count`` gateway processes accepting S3 connections from ``listener``, which the pool
+    owns from now on (closed when the gateways stop).
 
     ``keep_fds``: descriptors every gateway inherits (the data directory's lock, so a restarted
     node cannot start while any gateway of the old one still runs)."""
 
-    def __init__(self, count: int, config: dict, keep_fds: tuple[int, ...] = ()):
+    def __init__(self, count: int, config: dict, listener: socket.socket,
+                 keep_fds: tuple[int, ...] = ()):
         self.count = count
-        self.config = config
-        self.keep_fds = keep_fds
+        self.listener = listener
+        self.config = {**config, "listen_fd": listener.fileno()}
+        self.keep_fds = (listener.fileno(), *keep_fds)
         self.gateways: dict[int, _Gateway] = {}
         self.stopping = False
 
@@ -94,6 +98,9 @@ class GatewayPool:
                 nursery.start_soon(self._watch, slot, store, stop, failure)
             await stop.wait()
             self.stopping = True
+            # Our copy of the listening socket goes first: once the gateways close theirs, no
+            # connection may be left queued with nobody to accept it.
+            self.listener.close()
             await self._stop_all()
             nursery.cancel_scope.cancel()
         if failure:
