@@ -208,7 +208,7 @@ async def test_repair_rate_is_a_runtime_knob(node_factory):
 
 
 async def test_read_ahead_fetches_each_segment_once(node_factory):
-    data = os.urandom(9 * MiB)
+    data = os.urandom(17 * MiB)
     async with node_factory() as node, trio.open_nursery() as nursery:
         await nursery.start(node.store.run)
         e = await write_committed(node, data)
@@ -221,7 +221,7 @@ async def test_read_ahead_fetches_each_segment_once(node_factory):
 
         node.store.read_segments = counting
         assert await read_all(node.store.read(e)) == data
-        assert sorted(calls) == [(0, 4), (4, 4), (8, 1)]
+        assert sorted(calls) == [(0, 8), (8, 8), (16, 1)]
         calls.clear()
         assert await read_all(node.store.read(e, 100, 200)) == data[100:200]
         assert calls == [(0, 1)]
