@@ -11,7 +11,8 @@ in the supervisor only.
 
 Contract with the supervisor: ``python -m appliance.gateway CONFIG`` where CONFIG is JSON with
 data_dir, bind, region, domain, parent (its pid), listen_fd (the listening socket it
-inherits) and ready_fd. The gateway writes one byte to ready_fd once it serves, and closes it. It dies with the supervisor (PR_SET_PDEATHSIG), and SIGTERM/SIGINT stop it
+inherits), conn_table_fd, workers and slot (its row in the shared connection table, see
+:mod:`appliance.connbalance`) and ready_fd. The gateway writes one byte to ready_fd once it serves, and closes it. It dies with the supervisor (PR_SET_PDEATHSIG), and SIGTERM/SIGINT stop it
 gracefully: no new connections, requests in flight finish (hypercorn's graceful timeout).
 """
 
@@ -68,12 +69,15 @@ async def serve(cfg: dict) -> None:
 
     from .node import open_node
     from .s3.app import S3App
+    from . import connbalance
     from .s3 import h11_buffer
     from .s3.http_compat import close_idle_connections_on_eof, install_reason_phrases
 
     install_reason_phrases()
     close_idle_connections_on_eof()
     h11_buffer.install()
+    connbalance.install(connbalance.ConnectionTable(cfg["conn_table_fd"], cfg["workers"],
+                                                    cfg["slot"]))
     sock = socket.socket(fileno=cfg["listen_fd"])
     async with open_node(Path(cfg["data_dir"])) as (meta, store, ns, accounts):
         hc = hypercorn.config.Config()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .connbalance import ConnectionTable
 from .gateway import GRACEFUL_TIMEOUT_S
 from .store import Store
 
@@ -53,8 +54,10 @@ class GatewayPool:
                  keep_fds: tuple[int, ...] = ()):
         self.count = count
         self.listener = listener
-        self.config = {**config, "listen_fd": listener.fileno()}
-        self.keep_fds = (listener.fileno(), *keep_fds)
+        self.connections, table_fd = ConnectionTable.create(count)
+        self.config = {**config, "listen_fd": listener.fileno(), "conn_table_fd": table_fd,
+                       "workers": count}
+        self.keep_fds = (listener.fileno(), table_fd, *keep_fds)
         self.gateways: dict[int, _Gateway] = {}
         self.stopping = False
 
@@ -66,7 +69,8 @@ class GatewayPool:
 
     async def _spawn(self, slot: int, replacement: bool = False) -> _Gateway:
         ready_r, ready_w = os.pipe()
-        cfg = {**self.config, "parent": os.getpid(), "ready_fd": ready_w}
+        cfg = {**self.config, "parent": os.getpid(), "ready_fd": ready_w, "slot": slot}
+        self.connections.set(slot, 0)
         try:
             # Popen on the trio thread, not a worker thread: PR_SET_PDEATHSIG in the child
             # fires when the *thread* that forked it exits.
@@ -116,6 +120,7 @@ class GatewayPool:
             log.error("gateway process %d (pid %d) exited with code %s; releasing its writes",
                       slot, gw.proc.pid, code)
             _forget_metrics(gw.proc.pid)
+            self.connections.set(slot, 0)  # its connections died with it
             released = await store.recover(gw.proc.pid)
             if released:
                 log.warning("released %d writes of the dead gateway", released)

@@ -163,3 +163,41 @@ def test_connections_closed_by_clients_are_released_and_stop_is_prompt(appliance
     # nothing in flight: no graceful timeout (10 s) to wait out
     assert time.monotonic() - started < 8
     assert "stopped cleanly" in app.logs()
+
+
+def connections_per_gateway(app) -> list[int]:
+    """Established connections to the S3 port held by each gateway process."""
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == app.port and cols[3] == "01":
+                    inodes[cols[9]] = True
+    counts = []
+    for pid in gateway_pids(app):
+        n = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                n += 1
+        counts.append(n)
+    return sorted(counts)
+
+
+def test_a_burst_of_connections_is_spread_evenly_over_the_gateways(appliance_factory):
+    app = appliance_factory(extra_args=["--workers", "2"])
+    for _ in range(3):
+        conns = [socket.create_connection((app.host, app.port)) for _ in range(8)]
+        try:
+            wait_until(lambda: sum(connections_per_gateway(app)) == 8, timeout=10,
+                       what="8 accepted connections")
+            assert connections_per_gateway(app) == [4, 4]
+        finally:
+            for c in conns:
+                c.close()
+        wait_until(lambda: sum(connections_per_gateway(app)) == 0, timeout=10,
+                   what="connections released")
