@@ -1,5 +1,4 @@
 import pytest
-import trio
 
 from appliance.meta import SqliteMeta
 from appliance.namespace import Namespace
