@@ -1027,7 +1027,6 @@ class Bench:
         token_re = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
         pages = passes = 0
         first_page_s = None
-        full_pass = False
         seen = 0
         with Phase(srv) as p:
             t_start = time.perf_counter()
