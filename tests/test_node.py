@@ -201,3 +201,33 @@ def test_a_burst_of_connections_is_spread_evenly_over_the_gateways(appliance_fac
                 c.close()
         wait_until(lambda: sum(connections_per_gateway(app)) == 0, timeout=10,
                    what="connections released")
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(appliance_factory):
+    """Clean shutdown: a PUT half sent when SIGTERM arrives still completes with 200, new
+    connections are refused, the node exits 0, and the object is there after a restart."""
+    app = appliance_factory()
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="term")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "term", "Key": "k"},
+                                    ExpiresIn=600)
+    u = urllib.parse.urlsplit(url)
+    body = os.urandom(24 * MiB)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.putrequest("PUT", u.path + "?" + u.query, skip_accept_encoding=True)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[:12 * MiB])
+    app.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "shutting down" in app.logs(), timeout=10, what="shutdown to begin")
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        socket.create_connection((app.host, app.port), timeout=2).close()
+    conn.send(body[12 * MiB:])
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    conn.close()
+    assert app.proc.wait(30) == 0
+    app.start()
+    got = app.boto3_client().get_object(Bucket="term", Key="k")["Body"].read()
+    assert got == body
