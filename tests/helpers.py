@@ -436,6 +436,14 @@ class Appliance:
         proc = run(cmd, env=clean_env(), timeout=timeout)
         return json.loads(proc.stdout) if json_output else proc
 
+    def fsck(self, *extra: str) -> dict:
+        """The `appliance fsck --json` report (its exit status 1 only says it is not clean)."""
+        proc = run([str(appliance_bin()), "fsck", *extra, "--data-dir", str(self.data_dir),
+                    "--json"], env=clean_env(), timeout=120, check=False)
+        if proc.returncode not in (0, 1):
+            raise CommandFailed(describe(proc))
+        return json.loads(proc.stdout)
+
     def create_key(self, user: str | None = None) -> tuple[str, str]:
         """A new user (unless given) and an access key for it: (access_key_id, secret)."""
         if user is None:
@@ -798,7 +806,7 @@ def fuse_usable() -> tuple[bool, str]:
     return True, ""
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
         v = predicate()

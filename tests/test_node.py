@@ -1,7 +1,6 @@
 """`appliance up` as a whole: its gateway processes, merged metrics, a gateway that dies."""
 
 import http.client
-import json
 import os
 import re
 import signal
@@ -13,6 +12,7 @@ import urllib.parse
 import pytest
 
 import helpers
+from helpers import wait_for
 
 MiB = 1 << 20
 
@@ -34,22 +34,6 @@ def metric_total(app, name: str, **labels) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
-
-
-def fsck(app) -> dict:
-    out = subprocess.run([str(helpers.appliance_bin()), "fsck", "--json", "--data-dir",
-                          str(app.data_dir)], capture_output=True, text=True, timeout=120)
-    assert out.returncode in (0, 1), out.stderr
-    return json.loads(out.stdout)
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_one_gateway_process_per_core_and_metrics_count_all_of_them(appliance_factory):
@@ -105,7 +89,7 @@ def test_gateway_killed_mid_put_is_replaced_and_its_write_released(appliance_fac
     for _ in range(24):
         conn.send(piece)
     # the write is in flight in one of the gateways (shard files being written)
-    wait_until(lambda: fsck(app)["pending"] == 1, what="the PUT's pending write")
+    wait_for(lambda: app.fsck()["pending"] == 1, what="the PUT's pending write")
     before = gateway_pids(app)
     for pid in before:  # whichever holds the connection
         os.kill(pid, signal.SIGKILL)
@@ -125,13 +109,13 @@ def test_gateway_killed_mid_put_is_replaced_and_its_write_released(appliance_fac
         except OSError:
             return False
 
-    wait_until(replaced, what="new gateway processes")
-    wait_until(healthy, what="health")
+    wait_for(replaced, what="new gateway processes")
+    wait_for(healthy, what="health")
     assert app.running  # the node itself never stopped
     s3 = app.boto3_client()
     assert s3.get_object(Bucket="gwk", Key="k")["Body"].read() == old
-    wait_until(lambda: (lambda r: r["clean"] and r["pending"] == 0 and r["garbage"] == 0)(
-        fsck(app)), what="the dead gateway's write released and collected")
+    wait_for(lambda: (lambda r: r["clean"] and r["pending"] == 0 and r["garbage"] == 0)(
+        app.fsck()), what="the dead gateway's write released and collected")
     assert "exited with code -9; releasing its writes" in app.logs()
 
 
@@ -156,7 +140,7 @@ def test_connections_closed_by_clients_are_released_and_stop_is_prompt(appliance
     with socket.create_connection((app.host, app.port)):
         pass  # connected, nothing sent
     # hypercorn 0.13 alone holds each one until its 75 s keep-alive timer fires
-    wait_until(lambda: close_wait_sockets(app.port) == 0, timeout=10,
+    wait_for(lambda: close_wait_sockets(app.port) == 0, timeout=10,
                what="closed connections released")
     started = time.monotonic()
     assert app.stop() == 0
@@ -193,13 +177,13 @@ def test_a_burst_of_connections_is_spread_evenly_over_the_gateways(appliance_fac
     for _ in range(3):
         conns = [socket.create_connection((app.host, app.port)) for _ in range(8)]
         try:
-            wait_until(lambda: sum(connections_per_gateway(app)) == 8, timeout=10,
+            wait_for(lambda: sum(connections_per_gateway(app)) == 8, timeout=10,
                        what="8 accepted connections")
             assert connections_per_gateway(app) == [4, 4]
         finally:
             for c in conns:
                 c.close()
-        wait_until(lambda: sum(connections_per_gateway(app)) == 0, timeout=10,
+        wait_for(lambda: sum(connections_per_gateway(app)) == 0, timeout=10,
                    what="connections released")
 
 
@@ -219,7 +203,7 @@ def test_sigterm_lets_an_upload_in_flight_finish(appliance_factory):
     conn.endheaders()
     conn.send(body[:12 * MiB])
     app.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: "shutting down" in app.logs(), timeout=10, what="shutdown to begin")
+    wait_for(lambda: "shutting down" in app.logs(), timeout=10, what="shutdown to begin")
     time.sleep(0.5)
     with pytest.raises(OSError):
         socket.create_connection((app.host, app.port), timeout=2).close()

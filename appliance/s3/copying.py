@@ -43,6 +43,13 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     return bucket, key
 
 
+def check_copy_size(size: int) -> None:
+    """Raises InvalidRequest when ``size`` bytes exceed what one copy may take."""
+    if size > MAX_COPY_SIZE:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
+                                        f"allowable size for a copy source: {MAX_COPY_SIZE}")
+
+
 def parse_copy_range(value: str, size: int) -> tuple[int, int]:
     """``x-amz-copy-source-range: bytes=first-last`` -> ``[first, last+1)``.
 

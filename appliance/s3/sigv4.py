@@ -548,8 +548,10 @@ def _check_signature(
     payload_hash: str,
     provided: str,
     query_exclude: Iterable[str] = (),
-) -> bytes:
-    """Verify ``provided`` and return the signing key."""
+    expires_at: datetime | None = None,
+) -> AuthResult:
+    """Verify ``provided``; returns what the request proved (presigned when ``query_exclude``
+    names the signature parameter). Raises S3AuthError SignatureDoesNotMatch."""
     canonical = _canonical_request(request, signed_headers, payload_hash, query_exclude)
     string_to_sign = _string_to_sign(timestamp, credential.scope, canonical)
     key = derive_signing_key(secret, credential.date, credential.region)
@@ -565,7 +567,19 @@ def _check_signature(
             SignatureProvided=provided,
             CanonicalRequest=canonical.decode("latin-1"),
         )
-    return key
+    return AuthResult(
+        access_key_id=credential.access_key_id,
+        region=credential.region,
+        date=credential.date,
+        timestamp=timestamp,
+        scope=credential.scope,
+        signature=provided,
+        signing_key=key,
+        payload_hash=payload_hash,
+        signed_headers=signed_headers,
+        presigned=bool(query_exclude),
+        expires_at=expires_at,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -716,21 +730,9 @@ def _verify_header_auth(
             ServerTime=now.strftime(_AMZ_DATE_FORMAT),
             MaxAllowedSkewMilliseconds=str(int(MAX_SKEW.total_seconds() * 1000)),
         )
-    signature = components["Signature"]
-    key = _check_signature(
-        request, credential, secret, timestamp, signed_headers, payload_hash, signature
-    )
-    return AuthResult(
-        access_key_id=credential.access_key_id,
-        region=credential.region,
-        date=credential.date,
-        timestamp=timestamp,
-        scope=credential.scope,
-        signature=signature,
-        signing_key=key,
-        payload_hash=payload_hash,
-        signed_headers=signed_headers,
-        presigned=False,
+    return _check_signature(
+        request, credential, secret, timestamp, signed_headers, payload_hash,
+        components["Signature"],
     )
 
 
@@ -808,27 +810,7 @@ def _verify_presigned(
         )
     if when - now > MAX_SKEW:
         raise S3AuthError("AccessDenied", "Request is not valid yet")
-    signature = params["X-Amz-Signature"]
-    key = _check_signature(
-        request,
-        credential,
-        secret,
-        timestamp,
-        signed_headers,
-        payload_hash,
-        signature,
-        query_exclude=("X-Amz-Signature",),
-    )
-    return AuthResult(
-        access_key_id=credential.access_key_id,
-        region=credential.region,
-        date=credential.date,
-        timestamp=timestamp,
-        scope=credential.scope,
-        signature=signature,
-        signing_key=key,
-        payload_hash=payload_hash,
-        signed_headers=signed_headers,
-        presigned=True,
-        expires_at=expires_at,
+    return _check_signature(
+        request, credential, secret, timestamp, signed_headers, payload_hash,
+        params["X-Amz-Signature"], query_exclude=("X-Amz-Signature",), expires_at=expires_at,
     )

@@ -3,36 +3,22 @@ and corrupted on disk, more than M shards gone, and SIGKILL in the middle of a P
 
 import hashlib
 import http.client
-import json
 import os
 import re
-import subprocess
-import time
 import urllib.parse
 
 import pytest
 from botocore.exceptions import ClientError
 
 import helpers
+from helpers import wait_for
 
 pytestmark = pytest.mark.fault
 MiB = 1 << 20
 
 
-def cli(app, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(helpers.appliance_bin()), *args, "--data-dir", str(app.data_dir)],
-                          capture_output=True, text=True, timeout=120)
-
-
 def locate(app, bucket, key) -> list[dict]:
-    out = cli(app, "locate", bucket, key, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def fsck(app, *extra) -> dict:
-    out = cli(app, "fsck", "--json", *extra)
-    return json.loads(out.stdout)
+    return app.cli("locate", bucket, key, json_output=True)
 
 
 def flip_byte(path, offset_fraction=0.5):
@@ -50,15 +36,6 @@ def metric(app, name) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_m_shards_lost_or_corrupt_get_exact_bytes_and_repair(appliance, bucket):
     s3 = appliance.boto3_client()
     data = os.urandom(9 * MiB + 123)
@@ -72,11 +49,11 @@ def test_m_shards_lost_or_corrupt_get_exact_bytes_and_repair(appliance, bucket):
     assert got == data
 
     # the read queued both shards for repair; the background worker rewrites them
-    wait_until(lambda: fsck(appliance, "--verify")["clean"], what="repair of both shards")
+    wait_for(lambda: appliance.fsck("--verify")["clean"], what="repair of both shards")
     assert os.path.exists(shards[0]["path"])
     assert metric(appliance, "appliance_repaired_shards_total") >= 2
-    wait_until(lambda: metric(appliance, "appliance_repair_backlog") == 0, what="empty backlog")
-    status = json.loads(cli(appliance, "repair", "--json").stdout)
+    wait_for(lambda: metric(appliance, "appliance_repair_backlog") == 0, what="empty backlog")
+    status = appliance.cli("repair", json_output=True)
     assert status["backlog"] == 0
     # repaired shards carry the data: lose two *other* shards and read again
     os.unlink(shards[1]["path"])
@@ -150,9 +127,9 @@ def test_sigkill_during_put_keeps_old_or_new_and_leaves_no_orphans(appliance_fac
     s3 = app.boto3_client()
     body = s3.get_object(Bucket="crash", Key="k")["Body"].read()
     assert body == old or hashlib.sha256(body).digest() == new_digest.digest()
-    wait_until(lambda: metric(app, "appliance_gc_backlog") == 0 and fsck(app)["clean"]
-               and fsck(app)["pending"] == 0, what="cleanup after the crash")
-    report = fsck(app, "--verify")
+    wait_for(lambda: metric(app, "appliance_gc_backlog") == 0 and app.fsck()["clean"]
+               and app.fsck()["pending"] == 0, what="cleanup after the crash")
+    report = app.fsck("--verify")
     assert report["orphans"] == [] and report["missing"] == [] and report["corrupt"] == []
 
 
@@ -172,6 +149,6 @@ def test_sigkill_during_multipart_upload_then_abort_leaves_nothing(appliance_fac
     parts = s3.list_parts(Bucket="mpu", Key="big", UploadId=up["UploadId"]).get("Parts", [])
     assert [p["PartNumber"] for p in parts] == [1]
     s3.abort_multipart_upload(Bucket="mpu", Key="big", UploadId=up["UploadId"])
-    wait_until(lambda: metric(app, "appliance_gc_backlog") == 0 and fsck(app)["shards"] == 0,
+    wait_for(lambda: metric(app, "appliance_gc_backlog") == 0 and app.fsck()["shards"] == 0,
                what="all shards collected")
-    assert fsck(app)["clean"]
+    assert app.fsck()["clean"]

@@ -22,13 +22,18 @@ def request_bytes(body: bytes, chunked: bool, n: int) -> bytes:
     return out + b"0\r\n\r\n"
 
 
-def parse(buffer_class, pieces: list[bytes]) -> list:
+def server_connection(buffer_class) -> h11.Connection:
+    """A server-side h11 connection whose receive buffer is a ``buffer_class``."""
     saved = h11._connection.ReceiveBuffer
     h11._connection.ReceiveBuffer = buffer_class
     try:
-        conn = h11.Connection(h11.SERVER)
+        return h11.Connection(h11.SERVER)
     finally:
         h11._connection.ReceiveBuffer = saved
+
+
+def parse(buffer_class, pieces: list[bytes]) -> list:
+    conn = server_connection(buffer_class)
     events = []
     for piece in pieces + [b""]:
         conn.receive_data(piece)
@@ -74,12 +79,7 @@ def test_same_events_as_h11s_own_buffer(bodies, cuts):
 
 
 def test_whole_read_body_is_passed_through_uncopied():
-    saved = h11._connection.ReceiveBuffer
-    h11._connection.ReceiveBuffer = PassThroughReceiveBuffer
-    try:
-        conn = h11.Connection(h11.SERVER)
-    finally:
-        h11._connection.ReceiveBuffer = saved
+    conn = server_connection(PassThroughReceiveBuffer)
     body = bytes(range(256)) * 4096
     conn.receive_data(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                       % (2 * len(body)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...accounts import Accounts
-from ...namespace import Bucket, Namespace
+from ...namespace import Bucket, Namespace, ObjectRecord
+from ..conditional import check_preconditions
+from ..copying import parse_copy_source
 from ..errors import S3Error
 from ..request import MAX_KEY_BYTES, S3Request
 
@@ -48,6 +50,18 @@ class Controller:
         if own and expected is not None and expected != b.owner:
             raise S3Error("AccessDenied")
         return b
+
+    async def copy_source(self, req: S3Request) -> tuple[str, str, ObjectRecord]:
+        """(bucket, key, record) named by ``x-amz-copy-source``, readable by the caller and
+        passing the ``x-amz-copy-source-if-*`` conditions. Raises S3Error InvalidArgument,
+        NoSuchBucket, AccessDenied, NoSuchKey, PreconditionFailed."""
+        src_bucket, src_key = parse_copy_source(req.header("x-amz-copy-source"))
+        await self.bucket(req, src_bucket)
+        src = await self.ns.get_object(src_bucket, src_key)
+        if src is None:
+            raise S3Error("NoSuchKey", Key=src_key)
+        check_preconditions(req.headers, src, read=False, prefix="x-amz-copy-source-")
+        return src_bucket, src_key, src
 
 
 def check_key(key: str) -> None:

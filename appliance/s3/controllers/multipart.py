@@ -15,8 +15,7 @@ from ...namespace import NoSuchUpload, ObjectRecord, Part, PartChanged, Upload
 from ..body import store_body
 from ..checksums import (ALGORITHMS, composite_checksum, decode_checksum, full_object_crc,
                          multipart_etag)
-from ..conditional import check_preconditions
-from ..copying import MAX_COPY_SIZE, copy_data, parse_copy_range, parse_copy_source
+from ..copying import check_copy_size, copy_data, parse_copy_range
 from ..errors import S3Error, invalid_argument
 from ..headers import check_unsupported, content_headers, user_metadata
 from ..request import S3Request
@@ -128,18 +127,10 @@ class MultipartController(Controller):
         https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html"""
         number = _part_number(req)
         up = await self._upload(req)
-        src_bucket, src_key = parse_copy_source(req.header("x-amz-copy-source"))
-        await self.bucket(req, src_bucket)
-        src = await self.ns.get_object(src_bucket, src_key)
-        if src is None:
-            raise S3Error("NoSuchKey", Key=src_key)
-        check_preconditions(req.headers, src, read=False, prefix="x-amz-copy-source-")
+        _, _, src = await self.copy_source(req)
         rng = req.header("x-amz-copy-source-range")
         start, end = parse_copy_range(rng, src.size) if rng else (0, src.size)
-        if end - start > MAX_COPY_SIZE:
-            raise S3Error("InvalidRequest", "The specified copy source is larger than the "
-                                            f"maximum allowable size for a copy source: "
-                                            f"{MAX_COPY_SIZE}")
+        check_copy_size(end - start)
         alg = up.template.get("checksum_algorithm") or None
         algorithms = ["MD5"] + ([alg] if alg else [])
         extents, digests = await copy_data(self.ns, src, start, end, algorithms)

@@ -17,7 +17,7 @@ from ...namespace import ConflictError, ObjectRecord
 from ..body import store_body
 from ..checksums import Hasher, decode_content_md5, select_checksum, verify_digest
 from ..conditional import check_preconditions, etag_matches, parse_range
-from ..copying import MAX_COPY_SIZE, copy_data, parse_copy_source
+from ..copying import check_copy_size, copy_data
 from ..errors import S3Error, invalid_argument
 from ..headers import (apply_overrides, check_unsupported, checksum_mode, content_headers,
                        metadata_directive, object_headers, user_metadata)
@@ -252,22 +252,14 @@ class ObjectController(Controller):
         await self.bucket(req)
         check_unsupported(req)
         check_canned_acl(req)
-        src_bucket, src_key = parse_copy_source(req.header("x-amz-copy-source"))
-        await self.bucket(req, src_bucket)
-        src = await self.ns.get_object(src_bucket, src_key)
-        if src is None:
-            raise S3Error("NoSuchKey", Key=src_key)
-        check_preconditions(req.headers, src, read=False, prefix="x-amz-copy-source-")
+        src_bucket, src_key, src = await self.copy_source(req)
         directive = metadata_directive(req)
         if (src_bucket, src_key) == (req.bucket, req.key) and directive != "REPLACE":
             raise S3Error("InvalidRequest",
                           "This copy request is illegal because it is trying to copy an object "
                           "to itself without changing the object's metadata, storage class, "
                           "website redirect location or encryption attributes.")
-        if src.size > MAX_COPY_SIZE:
-            raise S3Error("InvalidRequest", "The specified copy source is larger than the "
-                                            f"maximum allowable size for a copy source: "
-                                            f"{MAX_COPY_SIZE}")
+        check_copy_size(src.size)
         if directive == "REPLACE":
             headers, meta = content_headers(req), user_metadata(req)
         else:
