@@ -55,6 +55,11 @@ class PoolSpec:
         acknowledged write survives one more failure (DESIGN.md §4); all of them when M=0."""
         return min(self.k + 1, self.width)
 
+    def read_by_default(self, index: int) -> bool:
+        """Whether a healthy read uses shard ``index``: the K data shards (the first replica).
+        The others are read only when one of these is lost or slow."""
+        return index < self.k
+
     @classmethod
     def parse(cls, text: str) -> PoolSpec:
         """``"ec:4+2"`` or ``"replicated:3"``. Raises PoolSpecError."""

@@ -115,7 +115,8 @@ class Repairer:
             return
         header = {"pool": p.spec.name, "seg": SEGMENT_SIZE,
                   "frag": p.codec.fragment_size(SEGMENT_SIZE)}
-        handles = {i: await store.clients[devices[i]].create(extent.sid, i, header)
+        handles = {i: await store.clients[devices[i]].create(
+                       extent.sid, i, header, cached=p.spec.read_by_default(i))
                    for i in indices}
         try:
             exclude = frozenset(indices)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..crc32c import crc32c, crc32c_at
 
+from .directio import DirectAppender, StagingPool, open_direct
 from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFound,
                         decode_header, decode_trailer, encode_header, encode_trailer,
                         segment_count)
@@ -53,6 +54,7 @@ class _Open:
     segments: int = 0
     digest: int = 0
     unsynced: int = 0
+    direct: DirectAppender | None = None
 
 
 class ShardServer:
@@ -68,24 +70,35 @@ class ShardServer:
         self._open: dict[int, _Open] = {}
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
+        self._staging = StagingPool()
 
     def path(self, sid: str, index: int) -> Path:
         return self._shards / sid[:2] / f"{sid}.{index}"
 
     # -- writing ---------------------------------------------------------------------------
-    def create(self, sid: str, index: int, header: dict) -> int:
-        """Start writing shard ``sid.index``; returns a handle for append/commit/abort."""
+    def create(self, sid: str, index: int, header: dict, cached: bool = True) -> int:
+        """Start writing shard ``sid.index``; returns a handle for append/commit/abort.
+
+        ``cached=False`` writes past the page cache (O_DIRECT, see directio) where the
+        filesystem allows it: for shards not expected to be read soon, such as parity."""
         tmp = self._tmp / f"{sid}.{index}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fd, direct = (os.open(tmp, flags, 0o600), False) if cached else open_direct(tmp, flags)
+        st = _Open(sid, index, fd, tmp)
         try:
-            os.write(fd, encode_header({**header, "sid": sid, "index": index}))
+            head = encode_header({**header, "sid": sid, "index": index})
+            if direct:
+                st.direct = DirectAppender(fd, self._staging)
+                st.direct.write(head)
+            else:
+                os.write(fd, head)
         except BaseException:
-            os.close(fd)
+            self._close(st)
             tmp.unlink(missing_ok=True)
             raise
         with self._lock:
             h = next(self._handles)
-            self._open[h] = _Open(sid, index, fd, tmp)
+            self._open[h] = st
         return h
 
     def append(self, handle: int, fragments: list[bytes]) -> None:
@@ -96,13 +109,16 @@ class ShardServer:
             c = CRC.pack(crc32c(frag))
             st.digest = crc32c(c, st.digest)
             iov += (frag, c)
+        st.segments += len(fragments)
+        if st.direct is not None:
+            st.direct.write(*iov)
+            return
         want = sum(map(len, iov))
         done = os.writev(st.fd, iov)
         if done != want:  # short write: finish it the slow way
             rest = b"".join(iov)[done:]
             while rest:
                 rest = rest[os.write(st.fd, rest):]
-        st.segments += len(fragments)
         st.unsynced += want
         if st.unsynced >= WRITEBACK_EVERY and _sync_file_range is not None:
             # Start writeback now (asynchronously) instead of leaving gigabytes dirty for the
@@ -114,10 +130,15 @@ class ShardServer:
         """Seal the shard durably under its final name (see the module's contract)."""
         st = self._open.pop(handle)
         try:
-            os.write(st.fd, encode_trailer(st.segments, st.digest))
+            trailer = encode_trailer(st.segments, st.digest)
+            if st.direct is not None:
+                st.direct.write(trailer)
+                st.direct.finish()
+            else:
+                os.write(st.fd, trailer)
             os.fdatasync(st.fd)
         finally:
-            os.close(st.fd)
+            self._close(st)
         final = self.path(st.sid, st.index)
         final.parent.mkdir(exist_ok=True)
         os.rename(st.tmp, final)
@@ -126,8 +147,14 @@ class ShardServer:
     def abort(self, handle: int) -> None:
         st = self._open.pop(handle, None)
         if st:
-            os.close(st.fd)
+            self._close(st)
             st.tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _close(st: _Open) -> None:
+        if st.direct is not None:
+            st.direct.close()
+        os.close(st.fd)
 
     @staticmethod
     def _fsync_dir(path: Path) -> None:

@@ -239,7 +239,10 @@ class Store:
             handle = None
             try:
                 with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                    handle = await client.create(sid, index, header)
+                    # Parity is read only when a shard is lost: written past the page cache
+                    # it costs less CPU and evicts nothing (docs/benchmarks.md).
+                    handle = await client.create(sid, index, header,
+                                                 cached=spec.read_by_default(index))
                 async for batch in recv:
                     with trio.fail_after(SHARD_OP_TIMEOUT_S):
                         await client.append(handle, batch)

@@ -19,7 +19,8 @@ class ShardClient(abc.ABC):
     device_id: str
 
     @abc.abstractmethod
-    async def create(self, sid: str, index: int, header: dict) -> int: ...
+    async def create(self, sid: str, index: int, header: dict, cached: bool = True) -> int:
+        """``cached=False``: the shard is not expected to be read soon (ShardServer.create)."""
 
     @abc.abstractmethod
     async def append(self, handle: int, fragments: list[bytes]) -> None: ...
@@ -63,8 +64,8 @@ class InProcessClient(ShardClient):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
                                              cancellable=cancellable)
 
-    async def create(self, sid, index, header):
-        return await self._run(self.server.create, sid, index, header)
+    async def create(self, sid, index, header, cached=True):
+        return await self._run(self.server.create, sid, index, header, cached)
 
     async def append(self, handle, fragments):
         await self._run(self.server.append, handle, fragments)

@@ -1,6 +1,7 @@
 """The shard store through its real files: streaming, ranges, faults, repair, GC, crash."""
 
 import os
+import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -284,3 +285,27 @@ def test_cut_segments_exact_sizes_same_bytes(data, cuts, size):
     assert b"".join(out) == data
     assert all(type(s) is bytes and len(s) == size for s in out[:-1])
     assert not out or 0 < len(out[-1]) <= size
+
+
+def resident_bytes(path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux fincore, i.e. mincore(2))."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+async def test_parity_is_written_past_the_page_cache(node_factory):
+    """Data shards stay cached for the reads that follow a write; parity, read only after a
+    loss, goes to disk without taking page cache (O_DIRECT) and still reads back."""
+    data = os.urandom(8 * MiB + 3)
+    async with node_factory() as node:
+        e = await write_committed(node, data)
+        size = {i: node.shard_path(e, i).stat().st_size for i in range(6)}
+        for i in range(4):
+            assert resident_bytes(node.shard_path(e, i)) >= size[i]  # whole pages
+        for i in (4, 5):
+            # only the unaligned tail (< one 4 KiB block) goes through the page cache
+            assert resident_bytes(node.shard_path(e, i)) <= 8192, i
+        for i in (0, 1):
+            os.unlink(node.shard_path(e, i))
+        assert await read_all(node.store.read(e)) == data
