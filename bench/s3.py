@@ -12,10 +12,13 @@ What it does, in one run:
    (``hashlib.md5`` over 1 GiB in 1 MiB pieces from a buffer; the S3 PUT bottleneck, since every
    PUT computes the ETag), and raw sequential disk write with ``fdatasync`` (6 parallel writers of
    256 MiB into the bench data directory).
-2. For each server in turn (never both at once; each gets a fresh data directory): start it,
-   then measure single-stream PUT/GET of a 1 GiB object, 8 parallel streams of 64 MiB objects,
-   4 KiB PUT/GET ops/s with 8 concurrent workers, and ListObjectsV2 pages/s over 100,000 keys
-   (1000 keys per page). Then stop it.
+2. Both servers are started (each with a fresh data directory), then every phase runs on
+   one server, then on the other: single-stream PUT/GET of a 1 GiB object, the same with
+   boto3, 8 parallel streams of 64 MiB objects, 4 KiB PUT/GET ops/s with 8 concurrent workers,
+   and ListObjectsV2 pages/s over 100,000 keys (1000 keys per page). The single-stream and
+   parallel phases run in 3 rounds (``--repeat``), alternating which server goes first, and
+   report each server's median: this machine's speed drifts by up to 30% within minutes, so
+   a figure taken minutes apart from its peer's says little.
 3. Print one row per figure: metric | ours | peer | ours/peer | limit | ours/limit, and write
    everything (with per-phase server and client CPU time) as JSON with ``--json``.
 
@@ -71,6 +74,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -578,6 +582,32 @@ class Peer(Server):
 # Measurements
 # ---------------------------------------------------------------------------------------------
 
+def stop_server(srv: Server, root: Path, keep: bool) -> None:
+    srv.stop()
+    if not keep and root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """One phase's rounds as one result: the median of every figure over the rounds that
+    succeeded, the CPU stats (``put``, ``get``) of the round with the median rate, and every
+    round under ``rounds``."""
+    ok = [x for x in rounds if "error" not in x]
+    if not ok:
+        return {**rounds[-1], "rounds": rounds}
+    out = dict(ok[(len(ok) - 1) // 2])
+    for key, value in ok[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(x[key] for x in ok)
+    for stats, rate in (("put", "put_MBps"), ("get", "get_MBps")):
+        if stats in out:
+            out[stats] = sorted(ok, key=lambda x: x[rate])[(len(ok) - 1) // 2][stats]
+    if "etag_ok" in out:
+        out["etag_ok"] = all(x["etag_ok"] for x in ok)
+    out["rounds"] = rounds
+    return out
+
+
 def mbps(nbytes: int, secs: float) -> float:
     return nbytes / secs / 1e6 if secs > 0 else 0.0
 
@@ -783,47 +813,51 @@ class Bench:
         self.src = src
         self.src_md5 = src_md5
 
-    def run(self, srv: Server) -> dict:
-        out: dict = {}
+    PHASES = ("single", "boto3", "parallel", "small", "list")
+    REPEATED = ("single", "parallel")
+    """Throughput phases measured in several rounds alternating between the servers."""
+
+    def setup(self, srv: Server) -> None:
         c = srv.conn()
         for b in ("bench-data", "bench-list"):
             c.create_bucket(b)
-        os.sync()
-        steps = [("single", self.single), ("boto3", self.boto3_single),
-                 ("parallel", self.parallel), ("small", self.small), ("list", self.listing)]
-        for name, fn in steps:
-            if name == "boto3" and self.args.no_boto3:
-                continue
-            out.setdefault("background_cores", {})[name] = round(
-                wait_idle(f"{srv.name} {name}", srv), 2)
-            log(f"{srv.name}: {name}")
-            try:
-                out[name] = fn(srv, c)
-            except Exception as e:  # noqa: BLE001 - a failed phase is reported, not fatal
-                log(f"{srv.name}: {name} FAILED: {e!r}")
-                out[name] = {"error": repr(e)[:500]}
-                c.close()
-                if srv.proc and srv.proc.poll() is not None:
-                    out["server_died"] = srv.log_tail()
-                    break
-            os.sync()
         c.close()
+        os.sync()
+
+    def phase(self, srv: Server, name: str, r: int = 0) -> dict:
+        """One measurement of phase ``name`` on ``srv`` (round ``r`` of a repeated phase).
+        A failure is reported in the result, not raised."""
+        fn = {"single": self.single, "boto3": self.boto3_single, "parallel": self.parallel,
+              "small": self.small, "list": self.listing}[name]
+        what = f"{srv.name} {name}" + (f" round {r + 1}" if name in self.REPEATED else "")
+        background = round(wait_idle(what, srv), 2)
+        log(what)
+        c = srv.conn()
+        try:
+            out = fn(srv, c, r) if name in self.REPEATED else fn(srv, c)
+        except Exception as e:  # noqa: BLE001 - a failed phase is reported, not fatal
+            log(f"{what} FAILED: {e!r}")
+            out = {"error": repr(e)[:500]}
+        finally:
+            c.close()
+        out["background_cores"] = background
+        os.sync()
         return out
 
     # -- single stream ----------------------------------------------------------------------
-    def single(self, srv: Server, c: S3Conn) -> dict:
+    def single(self, srv: Server, c: S3Conn, r: int) -> dict:
         size = self.cfg["big"]
         warm(self.src)
         os.sync()
         with open(self.src, "rb") as f, Phase(srv) as p:
-            etag = c.put_file("bench-data", "big", f, 0, size)
+            etag = c.put_file("bench-data", f"big-{r}", f, 0, size)
         put = p.stats()
         t0 = time.perf_counter()
         os.sync()
         sync_s = time.perf_counter() - t0
         sink = memoryview(bytearray(MiB))
         with Phase(srv) as g:
-            n = c.get("bench-data", "big", sink)
+            n = c.get("bench-data", f"big-{r}", sink)
         get = g.stats()
         if n != size:
             raise RuntimeError(f"GET big returned {n} bytes, not {size}")
@@ -863,7 +897,7 @@ class Bench:
                 "method": "boto3 put_object(Body=file)/get_object().read(1 MiB), one request"}
 
     # -- parallel streams -------------------------------------------------------------------
-    def parallel(self, srv: Server, c: S3Conn) -> dict:
+    def parallel(self, srv: Server, c: S3Conn, rep: int) -> dict:
         n, size, rounds = self.cfg["streams"], self.cfg["stream_size"], self.cfg["rounds"]
         big = self.cfg["big"]
         warm(self.src)
@@ -876,7 +910,7 @@ class Bench:
                 barrier.wait()
                 for r in range(rounds):
                     off = ((i * rounds + r) * size) % big
-                    conn.put_file("bench-data", f"par-{i}-{r}", f, off, size)
+                    conn.put_file("bench-data", f"par-{i}-{r}-{rep}", f, off, size)
             conn.close()
 
         def get_worker(i, barrier):
@@ -885,9 +919,9 @@ class Bench:
             conn._connect()
             barrier.wait()
             for r in range(rounds):
-                got = conn.get("bench-data", f"par-{i}-{r}", sink)
+                got = conn.get("bench-data", f"par-{i}-{r}-{rep}", sink)
                 if got != size:
-                    raise RuntimeError(f"GET par-{i}-{r}: {got} bytes")
+                    raise RuntimeError(f"GET par-{i}-{r}-{rep}: {got} bytes")
             conn.close()
 
         total = n * size * rounds
@@ -1218,18 +1252,22 @@ def main() -> int:
     ap.add_argument("--wait-idle", type=float, default=180,
                     help="before each phase, wait for other processes to go quiet (the machine "
                          "may be shared), up to this many seconds in all; default %(default)s")
+    ap.add_argument("--repeat", type=int, help="rounds of the single-stream and parallel "
+                    "phases, alternating between the servers; default 3 (1 with --quick)")
     ap.add_argument("--list-keys", type=int)
     ap.add_argument("--small-secs", type=float)
     args = ap.parse_args()
 
-    cfg = {"big": GiB, "streams": 8, "stream_size": 64 * MiB, "rounds": 2, "workers": 8,
+    cfg = {"repeat": 3, "big": GiB, "streams": 8, "stream_size": 64 * MiB, "rounds": 2, "workers": 8,
            "small_secs": 10.0, "list_keys": 100_000, "create_workers": 16, "create_secs": 10.0,
            "create_max_secs": 360.0, "list_secs": 20.0, "list_max_secs": 60.0,
            "list_max_passes": 3, "md5_bytes": GiB, "disk_writers": 6, "disk_size": 256 * MiB}
     if args.quick:
-        cfg.update(big=256 * MiB, stream_size=16 * MiB, rounds=1, small_secs=3.0,
+        cfg.update(repeat=1, big=256 * MiB, stream_size=16 * MiB, rounds=1, small_secs=3.0,
                    list_keys=10_000, create_secs=3.0, create_max_secs=60.0, list_secs=3.0,
                    list_max_secs=20.0, md5_bytes=256 * MiB, disk_size=64 * MiB)
+    if args.repeat:
+        cfg["repeat"] = args.repeat
     if args.list_keys:
         cfg["list_keys"] = args.list_keys
     if args.small_secs:
@@ -1261,9 +1299,9 @@ def main() -> int:
     src_md5 = make_source(src, cfg["big"])
     bench = Bench(args, cfg, src, src_md5)
 
-    results: dict = {}
     servers: dict = {}
     errors: dict = {}
+    running: dict[str, Server] = {}
     targets = [args.only] if args.only else ["peer", "ours"]
     for who in targets:
         root = data / who
@@ -1274,15 +1312,35 @@ def main() -> int:
             log(f"{who}: starting")
             srv.start(args.start_timeout)
             log(f"{who}: up on port {srv.port}: {srv.label}")
+            bench.setup(srv)
             servers[who] = {"label": srv.label, **srv.info}
-            results[who] = bench.run(srv)
+            running[who] = srv
         except Exception as e:  # noqa: BLE001 - a server that will not start is reported
             errors[who] = f"{e}"[:4000]
             log(f"{who}: FAILED: {e}")
-        finally:
-            srv.stop()
-            if not args.keep and root.exists():
-                shutil.rmtree(root, ignore_errors=True)
+            stop_server(srv, root, args.keep)
+    results: dict = {who: {} for who in running}
+    try:
+        for name in Bench.PHASES:
+            if name == "boto3" and args.no_boto3:
+                continue
+            repeat = cfg["repeat"] if name in Bench.REPEATED else 1
+            rounds: dict = {who: [] for who in running}
+            for r in range(repeat):
+                # Alternate which server goes first (ABBA...), so that the machine's drift
+                # over the minutes of a run does not favour either.
+                for who in (list(running) if r % 2 == 0 else list(running)[::-1]):
+                    srv = running[who]
+                    if srv.proc and srv.proc.poll() is not None:
+                        results[who].setdefault("server_died", srv.log_tail())
+                        continue
+                    rounds[who].append(bench.phase(srv, name, r))
+            for who, got in rounds.items():
+                if got:
+                    results[who][name] = summarize(got) if repeat > 1 else got[0]
+    finally:
+        for who, srv in running.items():
+            stop_server(srv, data / who, args.keep)
 
     rows = rows_of(results, limits, cfg)
     state = {w: ("pending" if w in errors else ("-" if w not in targets else "failed"))
