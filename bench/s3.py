@@ -228,14 +228,19 @@ class S3Conn:
             raise ConnectionError("connection closed by server")
         self.rbuf += memoryview(self.tmp)[:n]
 
+    def _take_through(self, delim: bytes) -> bytes:
+        """The buffered bytes before ``delim`` (reading more as needed); drops ``delim`` too."""
+        i = self.rbuf.find(delim)
+        while i < 0:
+            self._fill()
+            i = self.rbuf.find(delim)
+        out = bytes(self.rbuf[:i])
+        del self.rbuf[:i + len(delim)]
+        return out
+
     def _read_head(self) -> tuple[int, dict[str, str]]:
         while True:
-            i = self.rbuf.find(b"\r\n\r\n")
-            while i < 0:
-                self._fill()
-                i = self.rbuf.find(b"\r\n\r\n")
-            head = bytes(self.rbuf[:i])
-            del self.rbuf[:i + 4]
+            head = self._take_through(b"\r\n\r\n")
             lines = head.split(b"\r\n")
             status = int(lines[0].split(None, 2)[1])
             if 100 <= status < 200:
@@ -267,13 +272,7 @@ class S3Conn:
         return n
 
     def _readline(self) -> bytes:
-        i = self.rbuf.find(b"\r\n")
-        while i < 0:
-            self._fill()
-            i = self.rbuf.find(b"\r\n")
-        line = bytes(self.rbuf[:i])
-        del self.rbuf[:i + 2]
-        return line
+        return self._take_through(b"\r\n")
 
     def _read_body(self, method: str, status: int, hdrs: dict[str, str],
                    sink: memoryview | None) -> bytes | int:

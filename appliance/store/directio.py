@@ -94,8 +94,7 @@ class DirectAppender:
         self._write_blocks()
         if self._fill:
             self._buffered()
-            with memoryview(self._buf) as mv:
-                _write_all(self.fd, mv[:self._fill])
+            self._write(self._fill)
             self._fill = 0
         self.close()
 
@@ -109,8 +108,16 @@ class DirectAppender:
         blocks = self._fill & ~(ALIGN - 1)
         if not blocks:
             return
+        self._write(blocks)
+        tail = self._fill - blocks
+        if tail:
+            self._buf.move(0, blocks, tail)
+        self._fill = tail
+
+    def _write(self, n: int) -> None:
+        """Write the first ``n`` staged bytes, all of them."""
         with memoryview(self._buf) as mv:
-            rest = mv[:blocks]
+            rest = mv[:n]
             while len(rest):
                 try:
                     rest = rest[os.write(self.fd, rest):]
@@ -120,10 +127,6 @@ class DirectAppender:
                     if e.errno != errno.EINVAL or not self._direct():
                         raise
                     self._buffered()
-        tail = self._fill - blocks
-        if tail:
-            self._buf.move(0, blocks, tail)
-        self._fill = tail
 
     def _direct(self) -> bool:
         return bool(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)
@@ -132,7 +135,3 @@ class DirectAppender:
         flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
 
-
-def _write_all(fd: int, mv: memoryview) -> None:
-    while len(mv):
-        mv = mv[os.write(fd, mv):]

@@ -8,14 +8,17 @@ from appliance.store.codec import Codec, PoolSpec
 CODECS = {name: Codec(PoolSpec.parse(name)) for name in ("ec:4+2", "ec:3+1", "ec:6+5")}
 
 
+def segments(small_max: int):
+    """(codec, segment bytes): sizes up to ``small_max`` or just under a full 1 MiB segment."""
+    sizes = st.one_of(st.integers(1, small_max), st.integers((1 << 20) - 100, 1 << 20))
+    return st.tuples(st.sampled_from(sorted(CODECS)), sizes, st.integers(0, 2**32 - 1)).map(
+        lambda t: (CODECS[t[0]], (t[2].to_bytes(4, "little") * (t[1] // 4 + 1))[:t[1]]))
+
+
 @settings(max_examples=60, deadline=None)
-@given(pool=st.sampled_from(sorted(CODECS)),
-       size=st.one_of(st.integers(1, 5000), st.integers((1 << 20) - 100, 1 << 20)),
-       seed=st.integers(0, 2**32 - 1))
-def test_data_fragments_join_equals_pyeclib_decode(pool, size, seed):
-    codec = CODECS[pool]
-    data = seed.to_bytes(4, "little") * (size // 4 + 1)
-    data = data[:size]
+@given(case=segments(5000))
+def test_data_fragments_join_equals_pyeclib_decode(case):
+    codec, data = case
     frags = dict(enumerate(codec.encode(data)))
     k = codec.spec.k
     data_only = {i: frags[i] for i in range(k)}
@@ -40,13 +43,10 @@ def test_fragments_out_of_place_are_left_to_pyeclib():
 
 
 @settings(max_examples=60, deadline=None)
-@given(pool=st.sampled_from(sorted(CODECS)),
-       size=st.one_of(st.integers(1, 70000), st.integers((1 << 20) - 100, 1 << 20)),
-       seed=st.integers(0, 2**32 - 1))
-def test_isal_encoder_writes_exactly_pyeclibs_fragments(pool, size, seed):
-    codec = CODECS[pool]
+@given(case=segments(70000))
+def test_isal_encoder_writes_exactly_pyeclibs_fragments(case):
+    codec, data = case
     assert codec._encoder is not None  # libisal2 is a dependency: the fast path is in use
-    data = (seed.to_bytes(4, "little") * (size // 4 + 1))[:size]
     ours = [bytes(f) for f in codec.encode(data)]
     assert ours == codec._driver.encode(data)
     # and pyeclib decodes them from any K, parity included
