@@ -70,12 +70,9 @@ async def serve(cfg: dict) -> None:
     from .node import open_node
     from .s3.app import S3App
     from . import connbalance
-    from .s3 import h11_buffer
-    from .s3.http_compat import close_idle_connections_on_eof, install_reason_phrases
+    from .s3.http_compat import install_server_shims
 
-    install_reason_phrases()
-    close_idle_connections_on_eof()
-    h11_buffer.install()
+    install_server_shims()
     connbalance.install(connbalance.ConnectionTable(cfg["conn_table_fd"], cfg["workers"],
                                                     cfg["slot"]))
     sock = socket.socket(fileno=cfg["listen_fd"])

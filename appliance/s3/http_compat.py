@@ -1,4 +1,7 @@
-"""Reason phrases on HTTP/1.1 status lines, for clients that need them.
+"""Fixes to hypercorn 0.13 / h11 0.14 (Debian 12) that our clients need, and
+:func:`install_server_shims`, which installs every hypercorn/h11 change a gateway process makes.
+
+Reason phrases on HTTP/1.1 status lines, for clients that need them.
 
 h11 (under hypercorn) writes status lines as ``HTTP/1.1 100 `` with no reason phrase. RFC 9112
 §4 makes the phrase optional, but the botocore bundled with aws-cli 2.9 and botocore < 1.36
@@ -11,10 +14,25 @@ response has none. A no-op when h11 already writes one.
 from __future__ import annotations
 
 import http
+import math
 
 import h11._writers as _writers
+import trio
 
 _installed = False
+
+
+def install_server_shims() -> None:
+    """Install, process-wide and idempotently, every change we make to hypercorn and h11:
+    reason phrases and keep-alive timers (here), pass-through request bodies
+    (:mod:`.h11_buffer`) and response heads sent with the first body bytes (:mod:`.h11_send`).
+    Call before serving."""
+    from . import h11_buffer, h11_send
+
+    install_reason_phrases()
+    keep_alive_timers()
+    h11_buffer.install()
+    h11_send.install()
 
 
 def _phrase(status: int) -> bytes:
@@ -43,32 +61,59 @@ def install_reason_phrases() -> None:
     _installed = True
 
 
-def close_idle_connections_on_eof() -> None:
-    """Release a connection as soon as the client closes it (idempotent).
+def keep_alive_timers() -> None:
+    """One keep-alive timer per connection, moved rather than restarted; released on EOF
+    (idempotent).
 
-    hypercorn 0.13's trio TCPServer keeps a connection's task group, and so its socket, open
-    after reading EOF until the keep-alive timer fires (75 s for us): every closed client
-    connection lingers in CLOSE-WAIT, and a graceful shutdown waits out its whole timeout for
-    them. Later hypercorn releases cancel the timer on close; we do the same: once the read
-    loop ends, the timer is cancelled and not started again."""
+    hypercorn 0.13's trio TCPServer starts a new timer task (``nursery.start``) each time a
+    connection goes idle and cancels it when the next request arrives: a task start, a cancel
+    and two locks per request, ~4% of the CPU of a 4 KiB GET. Here each connection gets one
+    timer task, sleeping in a cancel scope whose deadline going idle sets to now + the
+    keep-alive timeout and a new request sets to infinity (trio just files the new deadline).
+    When the deadline passes, hypercorn's own ``_timeout`` closes the connection, as before.
+
+    It also fixes a leak: hypercorn 0.13 keeps a connection's task group, and so its socket,
+    open after reading EOF until the timer fires (75 s for us), so every closed client
+    connection lingered in CLOSE-WAIT and a graceful shutdown waited out its whole timeout for
+    them (later hypercorn releases cancel the timer on close). Here the read loop's end ends
+    the timer task, and no new timer starts."""
     from hypercorn.trio import tcp_server
 
     server = tcp_server.TCPServer
-    if getattr(server._read_data, "_closes_on_eof", False):
+    if getattr(server._read_data, "_ends_timer", False):
         return
-    read_data, start_timer = server._read_data, server._start_keep_alive_timeout
+    read_data = server._read_data
+
+    async def timer(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await trio.sleep_forever()
+        if not self._read_eof:  # the deadline passed (EOF cancels the scope instead)
+            with trio.CancelScope(shield=True):
+                await self._timeout()
+
+    async def _start_keep_alive_timeout(self) -> None:
+        if self._read_eof:
+            return
+        if self._keep_alive_timeout_handle is None:
+            self._keep_alive_timeout_handle = await self._task_group._nursery.start(timer, self)
+        self._keep_alive_timeout_handle.deadline = (trio.current_time()
+                                                    + self.config.keep_alive_timeout)
+
+    async def _stop_keep_alive_timeout(self) -> None:
+        if self._keep_alive_timeout_handle is not None:
+            self._keep_alive_timeout_handle.deadline = math.inf
 
     async def _read_data(self) -> None:
         try:
             await read_data(self)
         finally:
             self._read_eof = True
-            await self._stop_keep_alive_timeout()
+            if self._keep_alive_timeout_handle is not None:
+                self._keep_alive_timeout_handle.cancel()
 
-    async def _start_keep_alive_timeout(self) -> None:
-        if not getattr(self, "_read_eof", False):
-            await start_timer(self)
-
-    _read_data._closes_on_eof = True
+    _read_data._ends_timer = True
+    server._read_eof = False
     server._read_data = _read_data
     server._start_keep_alive_timeout = _start_keep_alive_timeout
+    server._stop_keep_alive_timeout = _stop_keep_alive_timeout

@@ -27,10 +27,8 @@ import trio  # noqa: E402
 from appliance.accounts import Accounts  # noqa: E402
 from appliance.meta import SqliteMeta  # noqa: E402
 from appliance.namespace import Namespace  # noqa: E402
-from appliance.s3 import h11_buffer  # noqa: E402
 from appliance.s3.app import S3App  # noqa: E402
-from appliance.s3.http_compat import (close_idle_connections_on_eof,  # noqa: E402
-                                      install_reason_phrases)
+from appliance.s3.http_compat import install_server_shims  # noqa: E402
 from appliance.store import InProcessClient, ShardServer, Store  # noqa: E402
 from appliance.store.repair import Repairer  # noqa: E402
 
@@ -54,9 +52,7 @@ async def main(args) -> None:
                 await accounts.create_key(user)
             key = (await accounts.list_keys(user))[0]
             creds[user] = [key.access_key_id, key.secret_access_key]
-        install_reason_phrases()  # as appliance.gateway does
-        close_idle_connections_on_eof()
-        h11_buffer.install()
+        install_server_shims()  # as appliance.gateway does
         cfg = hypercorn.config.Config()
         cfg.bind = [f"fd://{args.fd}"]
         cfg.accesslog = None
