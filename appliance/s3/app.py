@@ -323,7 +323,10 @@ class _Sender:
                 while True:
                     if piece:
                         self.sent += len(piece)
-                        await self._send({"type": "http.response.body", "body": bytes(piece),
+                        # A memoryview (a segment read straight from the shards) goes
+                        # out uncopied through h11_send's shim; bytes() would copy it.
+                        body = piece if isinstance(piece, (bytes, memoryview)) else bytes(piece)
+                        await self._send({"type": "http.response.body", "body": body,
                                           "more_body": True})
                     try:
                         piece = await anext(it)

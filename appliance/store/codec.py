@@ -139,14 +139,11 @@ class Codec:
         views = []
         orig = None
         for want, frag in enumerate(data):
-            if len(frag) < _FRAG_HEADER_LEN \
-                    or _FRAG_MAGIC.unpack_from(frag, _FRAG_MAGIC_AT)[0] != _LIBEC_MAGIC:
+            got = _data_header(frag, want)
+            if got is None or len(frag) != _FRAG_HEADER_LEN + got[0] \
+                    or (orig is not None and got[1] != orig):
                 return None
-            idx, size, backend_meta, total = _FRAG_META.unpack_from(frag, 0)
-            if idx != want or backend_meta or len(frag) != _FRAG_HEADER_LEN + size \
-                    or (orig is not None and total != orig):
-                return None
-            orig = total
+            orig = got[1]
             views.append(memoryview(frag)[_FRAG_HEADER_LEN:])
         if orig is None or orig > sum(len(v) for v in views):
             return None
@@ -156,6 +153,27 @@ class Codec:
             left -= len(views[n])
         return b"".join(views)
 
+    def data_layout(self, segment_len: int) -> tuple[int, list[tuple[int, int]]] | None:
+        """Where an ``segment_len``-byte segment lies in its K data fragments, so that a reader
+        can put each fragment's share straight into place: (header bytes at the start of every
+        fragment, [(start, end) of the segment held by data fragment i, i < K]). The systematic
+        codes we use split the segment into K payloads of ``ceil(segment_len / K)`` bytes, the
+        last padded (liberasurecode's fragments_to_string joins them the same way); a share is
+        empty when the segment ends before it. None for pools without such a layout
+        (replicated). :meth:`data_headers_match` checks the fragments actually read."""
+        if self._driver is None:
+            return None
+        p = self.fragment_size(segment_len) - _FRAG_HEADER_LEN
+        return _FRAG_HEADER_LEN, [(min(i * p, segment_len), min((i + 1) * p, segment_len))
+                                  for i in range(self.spec.k)]
+
+    def data_headers_match(self, heads: list[bytes], segment_len: int) -> bool:
+        """Whether ``heads[i]``, the header of data fragment i (i < K), describes the layout
+        :meth:`data_layout` gave for this segment; if not, decode the fragments instead."""
+        p = self.fragment_size(segment_len) - _FRAG_HEADER_LEN
+        return len(heads) == self.spec.k and all(
+            _data_header(h, i) == (p, segment_len) for i, h in enumerate(heads))
+
     def reconstruct(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
         """Fragments for the ``missing`` indices from at least ``k`` others (repair)."""
         if self._driver is None:
@@ -163,6 +181,18 @@ class Codec:
             return {i: src for i in missing}
         avail = [bytes(fragments[i]) for i in sorted(fragments)]
         return dict(zip(missing, (self._driver.reconstruct(avail, [i])[0] for i in missing)))
+
+
+def _data_header(frag: bytes | memoryview, index: int) -> tuple[int, int] | None:
+    """(payload bytes, segment bytes) from the liberasurecode header at the start of
+    ``frag``, if it is a plain header of data fragment ``index``; else None."""
+    if len(frag) < _FRAG_HEADER_LEN \
+            or _FRAG_MAGIC.unpack_from(frag, _FRAG_MAGIC_AT)[0] != _LIBEC_MAGIC:
+        return None
+    idx, size, backend_meta, total = _FRAG_META.unpack_from(frag, 0)
+    if idx != index or backend_meta:
+        return None
+    return size, total
 
 
 @functools.lru_cache(maxsize=16)

@@ -9,6 +9,7 @@ calls; nothing here assumes the caller shares memory with the server.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
@@ -27,6 +28,8 @@ from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFoun
                         segment_count)
 
 
+_IOV_BATCH = 1024
+"""Buffers per preadv call (Linux's IOV_MAX)."""
 WRITEBACK_EVERY = 8 << 20
 """Start writeback of a shard file each time this many bytes were appended (see append)."""
 
@@ -170,6 +173,60 @@ class ShardServer:
         views of one private buffer (immutable bytes, so they are values like ``bytes``).
 
         Raises ShardNotFound, or ShardCorrupt naming the first bad segment."""
+        with self._records(sid, index, first, count) as (fd, start, lengths):
+            buf = os.pread(fd, sum(n + 4 for n in lengths), start)
+            if len(buf) != sum(n + 4 for n in lengths):
+                raise ShardCorrupt(sid, index, "truncated")
+        out = []
+        view = memoryview(buf)  # slices share the one read buffer: no copy per fragment
+        off = 0
+        for s, flen in enumerate(lengths):
+            if CRC.unpack_from(buf, off + flen)[0] != crc32c_at(buf, off, flen):
+                raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
+            out.append(view[off:off + flen])
+            off += flen + 4
+        return out
+
+    def read_into(self, sid: str, index: int, first: int, count: int, skip: int,
+                  dests: list[memoryview]) -> list[tuple[bytes, bytes]]:
+        """:meth:`read` scattered into the caller's buffers: bytes ``[skip, skip +
+        len(dests[s]))`` of the fragment of segment ``first + s`` are read straight into the
+        writable buffer ``dests[s]`` (one ``preadv``, no copy in between); the rest of each
+        fragment comes back as ``(head, tail)``: its first ``skip`` bytes and those after
+        the ``dests[s]`` part. Each fragment's crc32c is verified over all its bytes.
+
+        Raises ShardNotFound, or ShardCorrupt (a checksum, truncation, or a fragment shorter
+        than ``skip + len(dests[s])``). After an error the contents of ``dests`` are
+        undefined."""
+        parts = []
+        with self._records(sid, index, first, count) as (fd, start, lengths):
+            for s, flen in enumerate(lengths):
+                tail = flen - skip - len(dests[s])
+                if tail < 0:
+                    raise ShardCorrupt(sid, index, f"segment {first + s}: fragment of {flen} "
+                                       f"bytes, expected at least {flen - tail}")
+                parts.append((bytearray(skip), dests[s], bytearray(tail), bytearray(4)))
+            iov = [b for part in parts for b in part]
+            want = sum(n + 4 for n in lengths)
+            got = 0
+            for i in range(0, len(iov), _IOV_BATCH):  # a kernel limit (IOV_MAX, 1024)
+                batch = iov[i:i + _IOV_BATCH]
+                n = os.preadv(fd, batch, start + got)
+                got += n
+                if n != sum(len(b) for b in batch):
+                    break
+            if got != want:
+                raise ShardCorrupt(sid, index, "truncated")
+        for s, (head, dest, tail, crc) in enumerate(parts):
+            if CRC.unpack(crc)[0] != crc32c(tail, crc32c(dest, crc32c(head))):
+                raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
+        return [(bytes(head), bytes(tail)) for head, _, tail, _ in parts]
+
+    @contextlib.contextmanager
+    def _records(self, sid: str, index: int, first: int, count: int):
+        """Open shard ``sid.index`` and locate the records (``fragment | crc32c``) of segments
+        ``first .. first+count-1``: yields (fd, offset of the first, fragment lengths); the
+        last fragment of a shard may be shorter than the others."""
         fd = self._open_shard(sid, index)
         try:
             hdr, hlen = self._header(fd, sid, index)
@@ -180,20 +237,12 @@ class ShardServer:
                 raise ShardCorrupt(sid, index, f"has {total} segments, wanted {first + count}")
             start = hlen + first * (frag + 4)
             end = min(hlen + (first + count) * (frag + 4), size - TRAILER_LEN)
-            buf = os.pread(fd, end - start, start)
-            if len(buf) != end - start:
+            lengths = [min(frag, end - start - s * (frag + 4) - 4) for s in range(count)]
+            if lengths and lengths[-1] < 0:
                 raise ShardCorrupt(sid, index, "truncated")
+            yield fd, start, lengths
         finally:
             os.close(fd)
-        out = []
-        view = memoryview(buf)  # slices share the one read buffer: no copy per fragment
-        for s in range(count):
-            off = s * (frag + 4)
-            flen = min(frag, len(buf) - off - 4)
-            if CRC.unpack_from(buf, off + flen)[0] != crc32c_at(buf, off, flen):
-                raise ShardCorrupt(sid, index, f"segment {first + s} checksum mismatch")
-            out.append(view[off:off + flen])
-        return out
 
     def _open_shard(self, sid: str, index: int) -> int:
         try:

@@ -38,6 +38,14 @@ class ShardClient(abc.ABC):
         """Verified fragments of segments [first, first+count). Raises ShardError."""
 
     @abc.abstractmethod
+    async def read_into(self, sid: str, index: int, first: int, count: int, skip: int,
+                        dests: list[memoryview]) -> list[tuple[bytes, bytes]]:
+        """The same fragments, bytes [skip, skip+len(dests[s])) of each landing in the
+        caller's writable buffer ``dests[s]``; returns the other bytes of each fragment as
+        (head, tail). See ShardServer.read_into. Raises ShardError. After an error or a
+        cancellation the contents of ``dests`` are undefined (and may still change)."""
+
+    @abc.abstractmethod
     async def delete(self, sid: str, index: int) -> bool: ...
 
     @abc.abstractmethod
@@ -79,6 +87,12 @@ class InProcessClient(ShardClient):
     async def read(self, sid, index, first, count):
         # cancellable: a hedged read that lost the race is abandoned, not waited for.
         return await self._run(self.server.read, sid, index, first, count, cancellable=True)
+
+    async def read_into(self, sid, index, first, count, skip, dests):
+        # Cancellable like read: a cancelled call's thread may still write into ``dests``
+        # afterwards, so a caller that abandons the call must drop those buffers.
+        return await self._run(self.server.read_into, sid, index, first, count, skip, dests,
+                               cancellable=True)
 
     async def delete(self, sid, index):
         return await self._run(self.server.delete, sid, index)

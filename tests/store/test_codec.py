@@ -52,3 +52,25 @@ def test_isal_encoder_writes_exactly_pyeclibs_fragments(case):
     # and pyeclib decodes them from any K, parity included
     k = codec.spec.k
     assert codec._driver.decode(ours[-k:]) == data
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=segments(5000))
+def test_data_layout_places_the_segment_in_the_data_fragments(case):
+    codec, data = case
+    n, k = len(data), codec.spec.k
+    frags = codec.encode(data)
+    skip, shares = codec.data_layout(n)
+    # the K shares tile the segment exactly: every byte comes from one fragment
+    assert shares[0][0] == 0 and shares[-1][1] == n
+    assert all(shares[i][1] == shares[i + 1][0] for i in range(k - 1))
+    for i, (a, b) in enumerate(shares):
+        assert bytes(frags[i][skip:skip + b - a]) == data[a:b]
+    heads = [bytes(frags[i][:skip]) for i in range(k)]
+    assert codec.data_headers_match(heads, n)
+    assert not codec.data_headers_match(heads, n + 1)
+    assert not codec.data_headers_match([heads[1], heads[0], *heads[2:]], n)
+
+
+def test_replicated_pools_have_no_data_layout():
+    assert Codec(PoolSpec.parse("replicated:3")).data_layout(1000) is None

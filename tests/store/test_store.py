@@ -156,14 +156,17 @@ async def test_slow_shard_is_hedged(node_factory, monkeypatch):
         e = await write_committed(node, data)
         slow_dev = node.store.pools[e.pool].devices_for(e.sid)[0]
         client = node.store.clients[slow_dev]
-        real_read = client.server.read
 
-        def slow_read(*a):
-            import time
-            time.sleep(3)
-            return real_read(*a)
+        def slow(real):
+            def slow_read(*a):
+                import time
+                time.sleep(3)
+                return real(*a)
+            return slow_read
 
-        monkeypatch.setattr(client.server, "read", slow_read)
+        # a slow disk: every kind of read from it takes 3 s
+        monkeypatch.setattr(client.server, "read", slow(client.server.read))
+        monkeypatch.setattr(client.server, "read_into", slow(client.server.read_into))
         with trio.fail_after(2.5):
             assert await read_all(node.store.read(e)) == data
 
