@@ -12,6 +12,7 @@ from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
 from appliance.store.repair import Repairer
+from appliance.store.store import READ_BATCH_SEGMENTS
 
 from storekit import chunks, read_all
 
@@ -212,7 +213,8 @@ async def test_repair_rate_is_a_runtime_knob(node_factory):
 
 
 async def test_read_ahead_fetches_each_segment_once(node_factory):
-    data = os.urandom(17 * MiB)
+    b = READ_BATCH_SEGMENTS
+    data = os.urandom((2 * b + 1) * MiB)
     async with node_factory() as node, trio.open_nursery() as nursery:
         await nursery.start(node.store.run)
         e = await write_committed(node, data)
@@ -225,7 +227,7 @@ async def test_read_ahead_fetches_each_segment_once(node_factory):
 
         node.store.read_segments = counting
         assert await read_all(node.store.read(e)) == data
-        assert sorted(calls) == [(0, 8), (8, 8), (16, 1)]
+        assert sorted(calls) == [(0, b), (b, b), (2 * b, 1)]
         calls.clear()
         assert await read_all(node.store.read(e, 100, 200)) == data[100:200]
         assert calls == [(0, 1)]
