@@ -174,8 +174,9 @@ class ShardServer:
 
         Raises ShardNotFound, or ShardCorrupt naming the first bad segment."""
         with self._records(sid, index, first, count) as (fd, start, lengths):
-            buf = os.pread(fd, sum(n + 4 for n in lengths), start)
-            if len(buf) != sum(n + 4 for n in lengths):
+            want = sum(n + 4 for n in lengths)
+            buf = os.pread(fd, want, start)
+            if len(buf) != want:
                 raise ShardCorrupt(sid, index, "truncated")
         out = []
         view = memoryview(buf)  # slices share the one read buffer: no copy per fragment
@@ -209,7 +210,7 @@ class ShardServer:
             iov = [b for part in parts for b in part]
             want = sum(n + 4 for n in lengths)
             got = 0
-            for i in range(0, len(iov), _IOV_BATCH):  # a kernel limit (IOV_MAX, 1024)
+            for i in range(0, len(iov), _IOV_BATCH):
                 batch = iov[i:i + _IOV_BATCH]
                 n = os.preadv(fd, batch, start + got)
                 got += n

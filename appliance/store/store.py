@@ -110,17 +110,17 @@ async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
         yield b"".join(pending)
 
 
+_PyByteArray_FromStringAndSize = ctypes.pythonapi.PyByteArray_FromStringAndSize
+_PyByteArray_FromStringAndSize.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
+_PyByteArray_FromStringAndSize.restype = ctypes.py_object
+
+
 def _unfilled_bytearray(n: int) -> bytearray:
     """A new ``n``-byte bytearray whose bytes are not set: the C API's
     ``PyByteArray_FromStringAndSize(NULL, n)``. ``bytearray(n)`` zero-fills, a pass over every
     byte that cost ~9% of a single-stream GET's event loop, for buffers the shard reads fill
     completely anyway. Only for buffers that are wholly overwritten before anyone reads them."""
     return _PyByteArray_FromStringAndSize(None, n)
-
-
-_PyByteArray_FromStringAndSize = ctypes.pythonapi.PyByteArray_FromStringAndSize
-_PyByteArray_FromStringAndSize.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
-_PyByteArray_FromStringAndSize.restype = ctypes.py_object
 
 
 class _Placement:

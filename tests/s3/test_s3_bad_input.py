@@ -17,6 +17,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
+from appliance.store.store import READ_BATCH_SEGMENTS
 from s3kit import RawClient, S3Server, assert_no_leaks, meta_keys
 
 MiB = 1 << 20
@@ -380,9 +381,10 @@ def test_unreadable_object(s3, s3c, bucket):
 
 
 def test_unreadable_object_mid_stream(s3, s3c, bucket):
-    data = os.urandom(12 * MiB)
+    # The bad segment is in the second read batch: the first one is sent before it fails.
+    data = os.urandom((READ_BATCH_SEGMENTS + 4) * MiB)
     s3c.put_object(Bucket=bucket, Key="bad2", Body=data)
-    _corrupt_segment(s3, _sid_of(s3, bucket, "bad2"), 10, shards=6)
+    _corrupt_segment(s3, _sid_of(s3, bucket, "bad2"), READ_BATCH_SEGMENTS + 2, shards=6)
     raw = RawClient(s3)
     hdrs = raw.sign("GET", f"/{bucket}/bad2")
     conn = http.client.HTTPConnection("127.0.0.1", s3.port, timeout=20)
