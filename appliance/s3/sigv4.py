@@ -485,10 +485,13 @@ def _parse_credential(value: str, region: str | None) -> tuple[_Credential | Non
 def _is_date(value: str) -> bool:
     """``yyyyMMdd`` naming a real day."""
     m = _CREDENTIAL_DATE.fullmatch(value)
+    if m is None:
+        return False
     try:
-        return m is not None and datetime(*map(int, m.groups())) is not None
+        datetime(*map(int, m.groups()))
     except ValueError:  # no such day
         return False
+    return True
 
 
 def _parse_amz_date(value: str) -> datetime | None:

@@ -10,21 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import struct
 from dataclasses import dataclass
 
-from .isal import IsalEncoder, IsalUnavailable
+from .isal import HEADER_LEN, IsalEncoder, IsalUnavailable, header_fields
 
 log = logging.getLogger(__name__)
-
-# liberasurecode's fragment header (erasurecode.h, fragment_header_t, packed, little-endian):
-# idx u32 @0, size u32 @4 (payload bytes), frag_backend_metadata_size u32 @8,
-# orig_data_size u64 @12, ..., magic u32 @59; 80 bytes in all. The payload follows.
-_FRAG_HEADER_LEN = 80
-_FRAG_META = struct.Struct("<IIIQ")
-_FRAG_MAGIC = struct.Struct("<I")
-_FRAG_MAGIC_AT = 59
-_LIBEC_MAGIC = 0xB0C5ECC
 
 _POOL_RE = re.compile(r"^(?:ec:(\d+)\+(\d+)|replicated:(\d+))$")
 
@@ -140,11 +130,11 @@ class Codec:
         orig = None
         for want, frag in enumerate(data):
             got = _data_header(frag, want)
-            if got is None or len(frag) != _FRAG_HEADER_LEN + got[0] \
+            if got is None or len(frag) != HEADER_LEN + got[0] \
                     or (orig is not None and got[1] != orig):
                 return None
             orig = got[1]
-            views.append(memoryview(frag)[_FRAG_HEADER_LEN:])
+            views.append(memoryview(frag)[HEADER_LEN:])
         if orig is None or orig > sum(len(v) for v in views):
             return None
         left = orig
@@ -163,14 +153,14 @@ class Codec:
         (replicated). :meth:`data_headers_match` checks the fragments actually read."""
         if self._driver is None:
             return None
-        p = self.fragment_size(segment_len) - _FRAG_HEADER_LEN
-        return _FRAG_HEADER_LEN, [(min(i * p, segment_len), min((i + 1) * p, segment_len))
+        p = self.fragment_size(segment_len) - HEADER_LEN
+        return HEADER_LEN, [(min(i * p, segment_len), min((i + 1) * p, segment_len))
                                   for i in range(self.spec.k)]
 
     def data_headers_match(self, heads: list[bytes], segment_len: int) -> bool:
         """Whether ``heads[i]``, the header of data fragment i (i < K), describes the layout
         :meth:`data_layout` gave for this segment; if not, decode the fragments instead."""
-        p = self.fragment_size(segment_len) - _FRAG_HEADER_LEN
+        p = self.fragment_size(segment_len) - HEADER_LEN
         return len(heads) == self.spec.k and all(
             _data_header(h, i) == (p, segment_len) for i, h in enumerate(heads))
 
@@ -186,10 +176,10 @@ class Codec:
 def _data_header(frag: bytes | memoryview, index: int) -> tuple[int, int] | None:
     """(payload bytes, segment bytes) from the liberasurecode header at the start of
     ``frag``, if it is a plain header of data fragment ``index``; else None."""
-    if len(frag) < _FRAG_HEADER_LEN \
-            or _FRAG_MAGIC.unpack_from(frag, _FRAG_MAGIC_AT)[0] != _LIBEC_MAGIC:
+    fields = header_fields(frag)
+    if fields is None:
         return None
-    idx, size, backend_meta, total = _FRAG_META.unpack_from(frag, 0)
+    idx, size, backend_meta, total = fields
     if idx != index or backend_meta:
         return None
     return size, total

@@ -28,6 +28,14 @@ _TAIL = struct.Struct("<III")  # magic, libec_version, metadata_chksum
 _MAGIC = 0xB0C5ECC
 
 
+def header_fields(frag: bytes | memoryview) -> tuple[int, int, int, int] | None:
+    """(idx, size, frag_backend_metadata_size, orig_data_size) from the fragment header at the
+    start of ``frag``; None when there is no such header (too short, wrong magic)."""
+    if len(frag) < HEADER_LEN or _TAIL.unpack_from(frag, _META.size)[0] != _MAGIC:
+        return None
+    return _META.unpack_from(frag, 0)[:4]
+
+
 class IsalUnavailable(Exception):
     pass
 
@@ -69,7 +77,7 @@ class IsalEncoder:
         fields = _META.unpack_from(template, 0)
         self._chksum_type, self._backend_id, self._backend_version = \
             fields[4], fields[14], fields[15]
-        self._libec_version = _TAIL.unpack_from(template, 59)[1]
+        self._libec_version = _TAIL.unpack_from(template, _META.size)[1]
 
     def encode(self, segment: bytes) -> list[bytearray]:
         k, m = self.k, self.m
@@ -90,7 +98,7 @@ class IsalEncoder:
         for i, f in enumerate(frags):
             _META.pack_into(f, 0, i, size, 0, n, self._chksum_type, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                             self._backend_id, self._backend_version)
-            _TAIL.pack_into(f, 59, _MAGIC, self._libec_version, zlib.crc32(f[:59]))
+            _TAIL.pack_into(f, _META.size, _MAGIC, self._libec_version, zlib.crc32(f[:_META.size]))
         return frags
 
     def self_check(self, pyeclib_encode) -> bool:

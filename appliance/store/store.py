@@ -463,8 +463,8 @@ class Store:
             finally:
                 self._tasks = None
 
-    async def read_segments(self, extent: Extent, first: int, count: int,
-                            exclude: frozenset[int] = frozenset()) -> list[bytes | memoryview]:
+    async def read_segments(self, extent: Extent, first: int, count: int
+                            ) -> list[bytes | memoryview]:
         """Decoded segments [first, first+count) of ``extent``. Raises StoreReadError.
 
         A healthy read of an EC pool reads each data shard's share of a segment straight
@@ -474,8 +474,8 @@ class Store:
         p = self.pools[extent.pool]
         seg = extent.segment_size
         lengths = [min(seg, extent.size - (first + n) * seg) for n in range(count)]
-        placement = None if exclude else _Placement.plan(p, lengths)
-        frags = await self.fetch_fragments(extent, p, first, count, exclude, placement)
+        placement = _Placement.plan(p, lengths)
+        frags = await self.fetch_fragments(extent, p, first, count, frozenset(), placement)
         if placement is not None and placement.complete(frags):
             return placement.segments()
         out = []
