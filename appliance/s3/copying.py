@@ -13,7 +13,6 @@ import trio
 
 from ..namespace import Namespace, ObjectRecord
 from ..store import Extent
-from .body import PIECE_SIZE
 from .errors import S3Error, invalid_argument
 from .hashing import hasher_for
 from .request import MAX_KEY_BYTES
@@ -85,23 +84,12 @@ async def copy_data(ns: Namespace, rec: ObjectRecord, start: int, end: int,
     hasher = hasher_for(algorithms, end - start) if algorithms else None
 
     async def data():
-        # Re-cut into whole pieces of PIECE_SIZE (= the store's segment size), whatever
-        # the source extents' boundaries: the store and the hasher work best that way.
-        buf = bytearray()
+        # The store cuts segments without copying and the hasher takes any piece size, so
+        # the source's pieces go through as read.
         async for piece in ns.read(rec, start, end):
-            buf += piece
-            while len(buf) >= PIECE_SIZE:
-                with memoryview(buf) as view:
-                    out = bytes(view[:PIECE_SIZE])
-                del buf[:PIECE_SIZE]
-                if hasher is not None:
-                    await hasher.feed(out)
-                yield out
-        if buf:
-            out = bytes(buf)
             if hasher is not None:
-                await hasher.feed(out)
-            yield out
+                await hasher.feed(piece)
+            yield piece
 
     extent = None
     try:

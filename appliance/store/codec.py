@@ -102,14 +102,18 @@ class Codec:
             return segment_len
         return self._driver.get_segment_info(segment_len, segment_len)["fragment_size"]
 
-    def encode(self, segment: bytes) -> list[bytes | bytearray]:
-        """K+M fragments of ``segment``. Releases the GIL for the byte work when the ISA-L
-        encoder is in use, so call it from a worker thread for large segments."""
-        if self._driver is None:
-            return [segment] * self.spec.width
+    def encode(self, segment) -> list[bytes | bytearray]:
+        """K+M fragments of ``segment``: one buffer, or a sequence of buffers whose
+        concatenation is the segment (see :meth:`IsalEncoder.encode`). Releases the GIL for
+        the byte work when the ISA-L encoder is in use, so call it from a worker thread for
+        large segments."""
         if self._encoder is not None:
             return self._encoder.encode(segment)
-        return self._driver.encode(segment)
+        if not isinstance(segment, (bytes, bytearray, memoryview)):
+            segment = b"".join(segment)
+        if self._driver is None:
+            return [segment] * self.spec.width
+        return self._driver.encode(bytes(segment))
 
     def decode(self, fragments: dict[int, bytes | memoryview]) -> bytes:
         """Rebuild a segment from at least ``k`` verified fragments keyed by shard index."""

@@ -22,10 +22,14 @@ import ctypes
 import struct
 import zlib
 
+from .buffers import pinned, unfilled_bytearray
+
 HEADER_LEN = 80
 _META = struct.Struct("<IIIQB8IBBI")  # the 59 bytes of fragment_metadata_t
 _TAIL = struct.Struct("<III")  # magic, libec_version, metadata_chksum
 _MAGIC = 0xB0C5ECC
+_HEADER_USED = _META.size + _TAIL.size
+_HEADER_PAD = bytes(HEADER_LEN - _HEADER_USED)  # fragments are allocated unfilled
 
 
 def header_fields(frag: bytes | memoryview) -> tuple[int, int, int, int] | None:
@@ -79,18 +83,30 @@ class IsalEncoder:
             fields[4], fields[14], fields[15]
         self._libec_version = _TAIL.unpack_from(template, _META.size)[1]
 
-    def encode(self, segment: bytes) -> list[bytearray]:
+    def encode(self, segment) -> list[bytearray]:
+        """The K+M fragments of one segment, given as one buffer or as a sequence of buffers
+        (bytes, bytearray, memoryview) whose concatenation is the segment: they are copied
+        straight into the data fragments, so a segment cut from several received pieces needs
+        no join first. The copies and the encode run without the GIL."""
+        parts = [segment] if isinstance(segment, (bytes, bytearray, memoryview)) else segment
         k, m = self.k, self.m
-        n = len(segment)
-        size = -(-n // k)  # ceil(n / k)
-        frags = [bytearray(HEADER_LEN + size) for _ in range(k + m)]  # zero-filled
-        addrs = [ctypes.addressof((ctypes.c_char * len(f)).from_buffer(f)) + HEADER_LEN
-                 for f in frags]
-        src = ctypes.cast(ctypes.c_char_p(segment), ctypes.c_void_p).value or 0
-        for i in range(k):
-            count = min(size, n - i * size)
-            if count > 0:
-                ctypes.memmove(addrs[i], src + i * size, count)
+        with pinned(parts) as spans:
+            n = sum(length for _, length in spans)
+            size = -(-n // k)  # ceil(n / k)
+            frags = [unfilled_bytearray(HEADER_LEN + size) for _ in range(k + m)]
+            addrs = [ctypes.addressof((ctypes.c_char * len(f)).from_buffer(f)) + HEADER_LEN
+                     for f in frags]
+            at = 0  # offset in the segment
+            for src, length in spans:
+                while length:
+                    i, off = divmod(at, size)
+                    count = min(length, size - off)
+                    ctypes.memmove(addrs[i] + off, src, count)
+                    src, length, at = src + count, length - count, at + count
+        while at < k * size:  # zero padding up to K * size, as pyeclib pads
+            i, off = divmod(at, size)
+            ctypes.memset(addrs[i] + off, 0, size - off)
+            at += size - off
         if size:
             data = (ctypes.c_void_p * k)(*addrs[:k])
             parity = (ctypes.c_void_p * m)(*addrs[k:])
@@ -99,6 +115,7 @@ class IsalEncoder:
             _META.pack_into(f, 0, i, size, 0, n, self._chksum_type, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                             self._backend_id, self._backend_version)
             _TAIL.pack_into(f, _META.size, _MAGIC, self._libec_version, zlib.crc32(f[:_META.size]))
+            f[_HEADER_USED:HEADER_LEN] = _HEADER_PAD
         return frags
 
     def self_check(self, pyeclib_encode) -> bool:

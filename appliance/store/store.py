@@ -20,9 +20,9 @@ garbage-collect.
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -32,6 +32,7 @@ import trio
 
 from ..meta import Compare, Delete, MetaStore, Put
 from . import metrics
+from .buffers import unfilled_bytearray
 from .codec import PoolSpec, codec_for
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
@@ -73,17 +74,23 @@ class StoreReadError(StoreError):
     """Fewer than K good shards of a segment could be read: the data cannot be returned."""
 
 
-async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
-                       ) -> AsyncIterator[bytes]:
-    """The stream ``first`` + ``rest`` cut into ``size``-byte segments (the last may be shorter).
+async def cut_segments(first: list, rest: AsyncIterator[bytes], size: int
+                       ) -> AsyncIterator[list[bytes | memoryview]]:
+    """The chunks ``first`` then ``rest`` cut into ``size``-byte segments (the last may be
+    shorter), each as the list of pieces (chunks, or memoryview slices of them) that make it up.
 
-    Each segment is built with one copy (``b"".join`` over the pieces and memoryview slices
-    that make it up); a chunk that is exactly one segment on a segment boundary is passed
-    through uncopied. pyeclib only takes ``bytes``, so the copy cannot be avoided."""
+    Nothing is copied here: the encoder copies the pieces straight into the data fragments
+    (:meth:`Codec.encode`), where a join would be a second copy of every byte."""
     pending: collections.deque = collections.deque()
     have = 0
-    chunk = first
+    chunks = iter(first)
     while True:
+        chunk = next(chunks, None)
+        if chunk is None:
+            try:
+                chunk = await anext(rest)
+            except StopAsyncIteration:
+                break
         if chunk:
             pending.append(chunk)
             have += len(chunk)
@@ -100,27 +107,9 @@ async def cut_segments(first: bytes, rest: AsyncIterator[bytes], size: int
                         pending[0] = view[need:]
                         need = 0
                 have -= size
-                yield parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) \
-                    else b"".join(parts)
-        try:
-            chunk = await anext(rest)
-        except StopAsyncIteration:
-            break
+                yield parts
     if have:
-        yield b"".join(pending)
-
-
-_PyByteArray_FromStringAndSize = ctypes.pythonapi.PyByteArray_FromStringAndSize
-_PyByteArray_FromStringAndSize.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
-_PyByteArray_FromStringAndSize.restype = ctypes.py_object
-
-
-def _unfilled_bytearray(n: int) -> bytearray:
-    """A new ``n``-byte bytearray whose bytes are not set: the C API's
-    ``PyByteArray_FromStringAndSize(NULL, n)``. ``bytearray(n)`` zero-fills, a pass over every
-    byte that cost ~9% of a single-stream GET's event loop, for buffers the shard reads fill
-    completely anyway. Only for buffers that are wholly overwritten before anyone reads them."""
-    return _PyByteArray_FromStringAndSize(None, n)
+        yield list(pending)
 
 
 class _Placement:
@@ -133,7 +122,7 @@ class _Placement:
 
     def __init__(self, codec, lengths: list[int], skip: int, layouts: list[list[tuple[int, int]]]):
         self.codec, self.lengths, self.skip = codec, lengths, skip
-        self.buffers = [_unfilled_bytearray(n) for n in lengths]  # the shares tile each one
+        self.buffers = [unfilled_bytearray(n) for n in lengths]  # the shares tile each one
         views = [memoryview(buf) for buf in self.buffers]
         self.dests = [[view[slice(*layout[i])] for view, layout in zip(views, layouts)]
                       for i in range(codec.spec.k)]
@@ -262,25 +251,29 @@ class Store:
     async def write(self, body: AsyncIterable[bytes], *, pool: str | None = None) -> Extent:
         """Store ``body``; returns its extent once at least K+1 shards are durable.
 
-        Small bodies (<= INLINE_MAX) come back as an inline extent. Raises StoreUnavailable;
-        an exception from ``body`` (a client that went away, a bad chunk signature) aborts the
-        write and propagates. Nothing is referenced until the caller commits the extent.
+        ``body`` yields bytes-like chunks of any size, which must not change after they are
+        yielded: they are encoded later, without a copy. Small bodies (<= INLINE_MAX) come back
+        as an inline extent. Raises StoreUnavailable; an exception from ``body`` (a client
+        that went away, a bad chunk signature) aborts the write and propagates. Nothing is
+        referenced until the caller commits the extent.
         """
         it = aiter(body)
-        head = bytearray()
+        head: list = []
+        have = 0
         async for chunk in it:
-            head += chunk
-            if len(head) > INLINE_MAX:
+            head.append(chunk)
+            have += len(chunk)
+            if have > INLINE_MAX:
                 break
         else:
-            return Extent(len(head), inline=bytes(head))
+            return Extent(have, inline=b"".join(head))
         p = self.pools[pool or self.default_pool]
         sid = secrets.token_hex(16)
         # The writer's pid lets a supervisor release the writes of a process that died.
         await self.meta.put(b"w/" + sid.encode(),
                             _j({"pool": p.name, "t": time.time(), "pid": os.getpid()}))
         try:
-            size, failed = await self._write_shards(p, sid, bytes(head), it)
+            size, failed = await self._write_shards(p, sid, head, it)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._destroy(p, sid, list(range(p.spec.width)))
@@ -291,7 +284,7 @@ class Store:
             await self.queue_repair(extent, index, "write failed")
         return extent
 
-    async def _write_shards(self, p: Pool, sid: str, head: bytes,
+    async def _write_shards(self, p: Pool, sid: str, head: list,
                             rest: AsyncIterator[bytes]) -> tuple[int, list[int]]:
         spec, codec = p.spec, p.codec
         devices = p.devices_for(sid)
@@ -305,16 +298,24 @@ class Store:
             client = self.clients[devices[index]]
             handle = None
             try:
-                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                # Each call gets SHARD_OP_TIMEOUT_S; waiting for the next batch has no limit.
+                # One scope re-armed per call: fail_after builds a cancel scope and a
+                # generator context manager per call, visible in a parallel PUT's profile.
+                with trio.CancelScope() as call:
+                    call.deadline = trio.current_time() + SHARD_OP_TIMEOUT_S
                     # Parity is read only when a shard is lost: written past the page cache
                     # it costs less CPU and evicts nothing (docs/benchmarks.md).
                     handle = await client.create(sid, index, header,
                                                  cached=spec.read_by_default(index))
-                async for batch in recv:
-                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    call.deadline = math.inf
+                    async for batch in recv:
+                        call.deadline = trio.current_time() + SHARD_OP_TIMEOUT_S
                         await client.append(handle, batch)
-                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                        call.deadline = math.inf
+                    call.deadline = trio.current_time() + SHARD_OP_TIMEOUT_S
                     await client.commit(handle)
+                if call.cancelled_caught:
+                    raise trio.TooSlowError(f"no answer within {SHARD_OP_TIMEOUT_S} s")
                 metrics.SHARD_OPS.labels(client.device_id, "write").inc()
                 ok.append(index)
             except (OSError, ShardError, trio.TooSlowError) as e:
@@ -327,14 +328,14 @@ class Store:
                 async for _ in recv:  # keep draining so the producer never blocks on us
                     pass
 
-        def encode_batch(segments: list[bytes]) -> list[list[bytes]]:
+        def encode_batch(segments: list[list[bytes | memoryview]]) -> list[list[bytearray]]:
             per_shard = [[] for _ in range(spec.width)]
             for seg in segments:
                 for i, frag in enumerate(codec.encode(seg)):
                     per_shard[i].append(frag)
             return per_shard
 
-        async def send_batch(segments: list[bytes]):
+        async def send_batch(segments: list[list[bytes | memoryview]]):
             # In a worker thread: the ISA-L encoder releases the GIL, so the event loop keeps
             # receiving the body meanwhile.
             per_shard = await trio.to_thread.run_sync(encode_batch, segments)
@@ -361,10 +362,10 @@ class Store:
             nursery.start_soon(encoder)
             try:
                 async with to_encode:
-                    batch: list[bytes] = []
+                    batch: list[list[bytes | memoryview]] = []
                     async for segment in cut_segments(head, rest, SEGMENT_SIZE):
                         batch.append(segment)
-                        size += len(segment)
+                        size += sum(map(len, segment))
                         if len(batch) == BATCH_SEGMENTS:
                             await to_encode.send(batch)
                             batch = []

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
 from appliance.store.repair import Repairer
+from appliance.store import store as store_module
 from appliance.store.store import READ_BATCH_SEGMENTS
 
 from storekit import chunks, read_all
@@ -110,6 +112,28 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
         assert await Repairer(node.store).repair_some() == 1
         report = await fsck(node.meta, node.store, node.ns)
         assert report.clean
+
+
+async def test_shard_write_past_the_timeout_counts_as_failed(node_factory, monkeypatch):
+    """A shard server that takes longer than SHARD_OP_TIMEOUT_S over one append is a failed
+    shard: the write still succeeds on the others, and the shard is queued for repair."""
+    monkeypatch.setattr(store_module, "SHARD_OP_TIMEOUT_S", 0.3)
+    data = os.urandom(3 * MiB)
+    async with node_factory() as node:
+        slow = node.servers["d1"]
+        real_append = slow.append
+
+        def slow_append(handle, fragments):
+            time.sleep(1.0)
+            real_append(handle, fragments)
+
+        monkeypatch.setattr(slow, "append", slow_append)
+        e = await write_committed(node, data)
+        slow_index = node.store.pools[e.pool].devices_for(e.sid).index("d1")
+        assert [kv.key for kv in await node.meta.scan_prefix(b"r/")] == \
+            [b"r/%s/%d" % (e.sid.encode(), slow_index)]
+        assert not node.shard_path(e, slow_index).exists()
+        assert await read_all(node.store.read(e)) == data
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
@@ -284,11 +308,11 @@ def test_cut_segments_exact_sizes_same_bytes(data, cuts, size):
         async def rest():
             for p in pieces[1:]:
                 yield p
-        return [s async for s in cut_segments(pieces[0], rest(), size)]
+        return [b"".join(s) async for s in cut_segments(pieces[:1], rest(), size)]
 
     out = trio.run(go)
     assert b"".join(out) == data
-    assert all(type(s) is bytes and len(s) == size for s in out[:-1])
+    assert all(len(s) == size for s in out[:-1])
     assert not out or 0 < len(out[-1]) <= size
 
 
