@@ -57,7 +57,10 @@ CPU-s/GiB against 8/1 1,520-1,710 at 0.77-0.84; 4/1 was below 8/1."""
 HEDGE_AFTER_S = 0.25
 """A shard read slower than this gets a parity read raced against it."""
 SHARD_OP_TIMEOUT_S = 60.0
-"""A shard server that does not answer one call within this is treated as failed."""
+"""A shard server that does not answer one call within this is treated as failed. Only calls
+that can be abandoned are bounded by it: an in-process shard server's write runs in a worker
+thread that cannot be interrupted (it owns the file descriptor), so a write stuck in the
+kernel holds the PUT until it returns, and one that returns late counts as answered."""
 DEFAULT_PG_COUNT = 256
 
 

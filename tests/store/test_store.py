@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +12,6 @@ from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
 from appliance.store.repair import Repairer
-from appliance.store import store as store_module
 from appliance.store.store import READ_BATCH_SEGMENTS
 
 from storekit import chunks, read_all
@@ -112,28 +110,6 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
         assert await Repairer(node.store).repair_some() == 1
         report = await fsck(node.meta, node.store, node.ns)
         assert report.clean
-
-
-async def test_shard_write_past_the_timeout_counts_as_failed(node_factory, monkeypatch):
-    """A shard server that takes longer than SHARD_OP_TIMEOUT_S over one append is a failed
-    shard: the write still succeeds on the others, and the shard is queued for repair."""
-    monkeypatch.setattr(store_module, "SHARD_OP_TIMEOUT_S", 0.3)
-    data = os.urandom(3 * MiB)
-    async with node_factory() as node:
-        slow = node.servers["d1"]
-        real_append = slow.append
-
-        def slow_append(handle, fragments):
-            time.sleep(1.0)
-            real_append(handle, fragments)
-
-        monkeypatch.setattr(slow, "append", slow_append)
-        e = await write_committed(node, data)
-        slow_index = node.store.pools[e.pool].devices_for(e.sid).index("d1")
-        assert [kv.key for kv in await node.meta.scan_prefix(b"r/")] == \
-            [b"r/%s/%d" % (e.sid.encode(), slow_index)]
-        assert not node.shard_path(e, slow_index).exists()
-        assert await read_all(node.store.read(e)) == data
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
