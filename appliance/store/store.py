@@ -36,7 +36,7 @@ from .codec import PoolSpec, codec_for
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
 from .shardfile import ShardError
-from .transport import ShardClient
+from .transport import ShardClient, append_many
 
 log = logging.getLogger(__name__)
 
@@ -288,39 +288,56 @@ class Store:
 
     async def _write_shards(self, p: Pool, sid: str, head: list,
                             rest: AsyncIterator[bytes]) -> tuple[int, list[int]]:
+        """Stream the body into K+M shards; returns (size, indices of failed shards). Every
+        shard left open on the way out (an error, a cancellation) is aborted."""
         spec, codec = p.spec, p.codec
         devices = p.devices_for(sid)
+        clients = [self.clients[d] for d in devices]
         header = {"pool": spec.name, "seg": SEGMENT_SIZE, "frag": codec.fragment_size(SEGMENT_SIZE)}
-        sends, recvs = zip(*(trio.open_memory_channel(1) for _ in range(spec.width)))
-        ok: list[int] = []
+        handles: dict[int, int] = {}  # shard index -> open handle, while it is healthy
         failed: list[int] = []
         size = 0
 
-        async def shard_writer(index: int, recv: trio.MemoryReceiveChannel):
-            client = self.clients[devices[index]]
-            handle = None
-            try:
-                with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                    # Parity is read only when a shard is lost: written past the page cache
-                    # it costs less CPU and evicts nothing (docs/benchmarks.md).
-                    handle = await client.create(sid, index, header,
-                                                 cached=spec.read_by_default(index))
-                async for batch in recv:
+        def fail(index: int, e: Exception) -> None:
+            log.warning("shard %s.%d on %s failed: %s", sid, index, devices[index], e)
+            metrics.SHARD_FAILURES.labels(devices[index], "write", type(e).__name__).inc()
+            failed.append(index)
+
+        def check_quorum() -> None:
+            if len(failed) > spec.m:  # out of reach: stop early
+                raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
+
+        async def each_shard(op, indices) -> None:
+            """``op(index)`` for every shard concurrently; a failing shard is dropped."""
+            async def run(index: int) -> None:
+                try:
                     with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                        await client.append(handle, batch)
-                with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                    await client.commit(handle)
-                metrics.SHARD_OPS.labels(client.device_id, "write").inc()
-                ok.append(index)
-            except (OSError, ShardError, trio.TooSlowError) as e:
-                log.warning("shard %s.%d on %s failed: %s", sid, index, client.device_id, e)
-                metrics.SHARD_FAILURES.labels(client.device_id, "write", type(e).__name__).inc()
-                failed.append(index)
-                if handle is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await client.abort(handle)
-                async for _ in recv:  # keep draining so the producer never blocks on us
-                    pass
+                        await op(index)
+                except (OSError, ShardError, trio.TooSlowError) as e:
+                    fail(index, e)
+                    await abort(index)
+            async with trio.open_nursery() as nursery:
+                for index in indices:
+                    nursery.start_soon(run, index)
+
+        async def create(index: int) -> None:
+            # Parity is read only when a shard is lost: written past the page cache it costs
+            # less CPU and evicts nothing (docs/benchmarks.md).
+            handles[index] = await clients[index].create(sid, index, header,
+                                                         cached=spec.read_by_default(index))
+
+        async def commit(index: int) -> None:
+            await clients[index].commit(handles.pop(index))
+            metrics.SHARD_OPS.labels(devices[index], "write").inc()
+
+        async def abort(index: int) -> None:
+            handle = handles.pop(index, None)
+            if handle is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await clients[index].abort(handle)
+                    except (OSError, ShardError) as e:
+                        log.warning("could not abort shard %s.%d: %s", sid, index, e)
 
         def encode_batch(segments: list[list[bytes | memoryview]]) -> list[list[bytearray]]:
             per_shard = [[] for _ in range(spec.width)]
@@ -329,49 +346,51 @@ class Store:
                     per_shard[i].append(frag)
             return per_shard
 
-        async def send_batch(segments: list[list[bytes | memoryview]]):
-            # In a worker thread: the ISA-L encoder releases the GIL, so the event loop keeps
-            # receiving the body meanwhile.
-            per_shard = await trio.to_thread.run_sync(encode_batch, segments)
-            for i, s in enumerate(sends):
-                await s.send(per_shard[i])
-            if len(failed) > spec.m:  # quorum is already out of reach: stop early
-                raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
+        async def writer(batches: trio.MemoryReceiveChannel) -> None:
+            async for segments in batches:
+                # In a worker thread: the ISA-L encoder releases the GIL, so the event loop
+                # keeps receiving (and hashing) the next batch meanwhile.
+                per_shard = await trio.to_thread.run_sync(encode_batch, segments)
+                live = sorted(handles)
+                errors = await append_many(
+                    [(clients[i], handles[i], per_shard[i]) for i in live], SHARD_OP_TIMEOUT_S)
+                for index, e in zip(live, errors):
+                    if e is not None:
+                        fail(index, e)
+                        await abort(index)
+                check_quorum()
 
-        # The body is cut into batches here while the previous batch is being encoded and
-        # handed to the shard writers: receiving (and hashing) overlaps encoding.
-        to_encode, batches = trio.open_memory_channel(1)
-
-        async def encoder():
-            try:
-                async for segments in batches:
-                    await send_batch(segments)
-            finally:
-                for s in sends:
-                    s.close()
-
-        async with trio.open_nursery() as nursery:
-            for i, r in enumerate(recvs):
-                nursery.start_soon(shard_writer, i, r)
-            nursery.start_soon(encoder)
-            try:
-                async with to_encode:
-                    batch: list[list[bytes | memoryview]] = []
-                    async for segment in cut_segments(head, rest, SEGMENT_SIZE):
-                        batch.append(segment)
-                        size += sum(map(len, segment))
-                        if len(batch) == BATCH_SEGMENTS:
-                            await to_encode.send(batch)
-                            batch = []
-                    if batch:
-                        await to_encode.send(batch)
-            except BaseException:
-                nursery.cancel_scope.cancel()
-                raise
-        if len(ok) < spec.write_quorum:
+        try:
+            await each_shard(create, range(spec.width))
+            check_quorum()
+            # The body is cut into batches here while the writer encodes and stores the
+            # previous one.
+            to_write, batches = trio.open_memory_channel(1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer, batches)
+                try:
+                    async with to_write:
+                        batch: list[list[bytes | memoryview]] = []
+                        async for segment in cut_segments(head, rest, SEGMENT_SIZE):
+                            batch.append(segment)
+                            size += sum(map(len, segment))
+                            if len(batch) == BATCH_SEGMENTS:
+                                await to_write.send(batch)
+                                batch = []
+                        if batch:
+                            await to_write.send(batch)
+                except BaseException:
+                    nursery.cancel_scope.cancel()
+                    raise
+            await each_shard(commit, sorted(handles))
+        finally:
+            for index in sorted(handles):
+                await abort(index)
+        ok = spec.width - len(failed)
+        if ok < spec.write_quorum:
             raise StoreUnavailable(
-                f"only {len(ok)} of {spec.width} shards durable, need {spec.write_quorum}")
-        for i in ok:
+                f"only {ok} of {spec.width} shards durable, need {spec.write_quorum}")
+        for i in set(range(spec.width)) - set(failed):
             metrics.SHARD_BYTES.labels(devices[i], "write").inc(
                 size // spec.k if not spec.replicated else size)
         return size, failed

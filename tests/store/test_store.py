@@ -115,13 +115,20 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
 async def test_aborted_body_leaves_nothing(node_factory):
     async def body():
         yield os.urandom(3 * MiB)
+        await trio.sleep(0.2)  # shard files are open by now
+        yield os.urandom(3 * MiB)
+        await trio.sleep(0.2)  # and a batch is written
         raise ConnectionResetError("client went away")
 
     async with node_factory() as node:
+        fds = len(os.listdir("/proc/self/fd"))
         with pytest.raises(ConnectionResetError):
             await node.store.write(body())
         assert all(not list(s.list_shards()) for s in node.servers.values())
         assert await node.meta.count_prefix(b"w/") == 0
+        # no partial shard file, and no shard file left open
+        assert [f for s in node.servers.values() for f in (s.root / "tmp").iterdir()] == []
+        assert len(os.listdir("/proc/self/fd")) == fds
 
 
 async def test_replaced_and_deleted_objects_are_garbage_collected(node_factory):
