@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 
+from .buffers import pinned
+
 _MASK = 0xFFFFFFFF
 
 
@@ -54,25 +56,27 @@ def _isal_crc(addr: int, n: int, value: int) -> int:
 
 def crc32c(data, value: int = 0) -> int:
     """CRC-32C of ``data`` (any bytes-like object), continuing from ``value`` (the CRC of the
-    data before it; 0 to start). bytes and writable buffers are read in place."""
+    data before it; 0 to start). Contiguous buffers are read in place."""
     if _isal is None:
         import crc32c as _module
 
         return _module.crc32c(data, value)
     if isinstance(data, bytes):
         return _isal_crc(_bytes_address(data), len(data), value)
-    mv = memoryview(data).cast("B")
-    if mv.readonly or not mv.contiguous:
-        return crc32c(mv.tobytes(), value)
-    if not mv.nbytes:
-        return value
-    return _isal_crc(ctypes.addressof(ctypes.c_char.from_buffer(mv)), mv.nbytes, value)
+    try:
+        with pinned([data]) as [(addr, n)]:
+            return _isal_crc(addr, n, value)
+    except BufferError:  # not contiguous
+        return crc32c(memoryview(data).tobytes(), value)
 
 
-def crc32c_at(data: bytes, offset: int, length: int, value: int = 0) -> int:
+def crc32c_at(data, offset: int, length: int, value: int = 0) -> int:
     """CRC-32C of ``data[offset:offset+length]`` without copying the slice."""
     if offset < 0 or length < 0 or offset + length > len(data):
         raise ValueError("range outside the buffer")
-    if _isal is None or not isinstance(data, bytes):
-        return crc32c(memoryview(data)[offset:offset + length].tobytes(), value)
-    return _isal_crc(_bytes_address(data) + offset, length, value)
+    if _isal is None:
+        return crc32c(memoryview(data)[offset:offset + length], value)
+    if isinstance(data, bytes):
+        return _isal_crc(_bytes_address(data) + offset, length, value)
+    with pinned([data]) as [(addr, _)]:
+        return _isal_crc(addr + offset, length, value)

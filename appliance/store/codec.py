@@ -107,13 +107,13 @@ class Codec:
         concatenation is the segment (see :meth:`IsalEncoder.encode`). Releases the GIL for
         the byte work when the ISA-L encoder is in use, so call it from a worker thread for
         large segments."""
+        parts = [segment] if isinstance(segment, (bytes, bytearray, memoryview)) else segment
         if self._encoder is not None:
-            return self._encoder.encode(segment)
-        if not isinstance(segment, (bytes, bytearray, memoryview)):
-            segment = b"".join(segment)
+            return self._encoder.encode(parts)
+        joined = b"".join(parts)
         if self._driver is None:
-            return [segment] * self.spec.width
-        return self._driver.encode(bytes(segment))
+            return [joined] * self.spec.width
+        return self._driver.encode(joined)
 
     def decode(self, fragments: dict[int, bytes | memoryview]) -> bytes:
         """Rebuild a segment from at least ``k`` verified fragments keyed by shard index."""

@@ -22,7 +22,7 @@ import ctypes
 import struct
 import zlib
 
-from .buffers import pinned, unfilled_bytearray
+from ..buffers import pinned, unfilled_bytearray
 
 HEADER_LEN = 80
 _META = struct.Struct("<IIIQB8IBBI")  # the 59 bytes of fragment_metadata_t
@@ -83,34 +83,33 @@ class IsalEncoder:
             fields[4], fields[14], fields[15]
         self._libec_version = _TAIL.unpack_from(template, _META.size)[1]
 
-    def encode(self, segment) -> list[bytearray]:
-        """The K+M fragments of one segment, given as one buffer or as a sequence of buffers
-        (bytes, bytearray, memoryview) whose concatenation is the segment: they are copied
-        straight into the data fragments, so a segment cut from several received pieces needs
-        no join first. The copies and the encode run without the GIL."""
-        parts = [segment] if isinstance(segment, (bytes, bytearray, memoryview)) else segment
+    def encode(self, parts) -> list[bytearray]:
+        """The K+M fragments of one segment, given as the sequence of buffers (bytes,
+        bytearray, memoryview) whose concatenation is the segment: they are copied straight
+        into the data fragments, so a segment cut from several received pieces needs no join
+        first. The copies and the encode run without the GIL."""
         k, m = self.k, self.m
         with pinned(parts) as spans:
             n = sum(length for _, length in spans)
             size = -(-n // k)  # ceil(n / k)
             frags = [unfilled_bytearray(HEADER_LEN + size) for _ in range(k + m)]
-            addrs = [ctypes.addressof((ctypes.c_char * len(f)).from_buffer(f)) + HEADER_LEN
-                     for f in frags]
-            at = 0  # offset in the segment
-            for src, length in spans:
-                while length:
+            with pinned(frags) as frag_spans:
+                addrs = [addr + HEADER_LEN for addr, _ in frag_spans]
+                at = 0  # offset in the segment
+                for src, length in spans:
+                    while length:
+                        i, off = divmod(at, size)
+                        count = min(length, size - off)
+                        ctypes.memmove(addrs[i] + off, src, count)
+                        src, length, at = src + count, length - count, at + count
+                while at < k * size:  # zero padding up to K * size, as pyeclib pads
                     i, off = divmod(at, size)
-                    count = min(length, size - off)
-                    ctypes.memmove(addrs[i] + off, src, count)
-                    src, length, at = src + count, length - count, at + count
-        while at < k * size:  # zero padding up to K * size, as pyeclib pads
-            i, off = divmod(at, size)
-            ctypes.memset(addrs[i] + off, 0, size - off)
-            at += size - off
-        if size:
-            data = (ctypes.c_void_p * k)(*addrs[:k])
-            parity = (ctypes.c_void_p * m)(*addrs[k:])
-            self._lib.ec_encode_data(size, k, m, self._tables, data, parity)
+                    ctypes.memset(addrs[i] + off, 0, size - off)
+                    at += size - off
+                if size:
+                    data = (ctypes.c_void_p * k)(*addrs[:k])
+                    parity = (ctypes.c_void_p * m)(*addrs[k:])
+                    self._lib.ec_encode_data(size, k, m, self._tables, data, parity)
         for i, f in enumerate(frags):
             _META.pack_into(f, 0, i, size, 0, n, self._chksum_type, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                             self._backend_id, self._backend_version)
@@ -123,6 +122,6 @@ class IsalEncoder:
         pattern = bytes(range(251)) * 4200
         for n in (1, 2, self.k - 1, self.k + 1, 4097, 65535, 1 << 20):
             seg = pattern[:n]
-            if [bytes(f) for f in self.encode(seg)] != [bytes(f) for f in pyeclib_encode(seg)]:
+            if [bytes(f) for f in self.encode([seg])] != [bytes(f) for f in pyeclib_encode(seg)]:
                 return False
         return True

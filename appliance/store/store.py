@@ -31,7 +31,7 @@ import trio
 
 from ..meta import Compare, Delete, MetaStore, Put
 from . import metrics
-from .buffers import unfilled_bytearray
+from ..buffers import unfilled_bytearray
 from .codec import PoolSpec, codec_for
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
