@@ -2,11 +2,11 @@
 
 O_DIRECT needs the memory address, the file offset and the length of every write aligned to
 the device's logical block (open(2), "O_DIRECT"; we align to 4096, which covers 512-byte and
-4K devices). Shard fragments are not aligned, so appends are gathered in an aligned staging
-buffer (an anonymous mmap: page-aligned) and only its whole-block prefix is written; the
-remainder moves to the buffer's start. The unaligned tail left at :meth:`DirectAppender.finish`
-is written after clearing O_DIRECT on the descriptor (fcntl F_SETFL), then the caller
-fdatasyncs as for any file: O_DIRECT bypasses the page cache, not the device's write cache.
+4K devices). Shard fragments are not aligned, so appends are gathered in aligned staging
+buffers (anonymous mmaps: page-aligned) and written a whole buffer at a time. What is left at
+:meth:`DirectAppender.finish` is written in whole blocks, then its unaligned tail after
+clearing O_DIRECT on the descriptor (fcntl F_SETFL); the caller then fdatasyncs as for any
+file: O_DIRECT bypasses the page cache, not the device's write cache.
 
 Why: a shard that will only be read when another is lost (a parity shard) gains nothing from
 the page cache, yet a buffered write pays for a page-cache allocation and a copy per byte and
@@ -20,6 +20,7 @@ import fcntl
 import mmap
 import os
 import threading
+from concurrent.futures import Executor, Future
 
 ALIGN = 4096
 STAGING_SIZE = 2 << 20
@@ -62,71 +63,103 @@ class StagingPool:
 
 class DirectAppender:
     """Sequential appends to ``fd`` (opened with O_DIRECT, positioned at 0 with an empty file)
-    through ``pool``'s staging buffers. Not thread-safe: one writer per file.
+    through ``pool``'s staging buffers. Not thread-safe: one caller per file.
 
-    ``write(data)`` may keep up to ALIGN-1 bytes staged; ``finish()`` writes them. After
-    ``finish()`` or ``close()`` the appender holds no buffer. Raises OSError from write(2)."""
+    Full staging buffers are written by ``writer`` (an executor shared by the device's
+    files), one at a time per file, while the caller goes on staging the next: an O_DIRECT
+    write waits for the device, and a PUT that waited for its parity shards' writes spent a
+    third of its time there (docs/benchmarks.md). So ``write()`` returns once its bytes are
+    staged, and a file holds at most two buffers, one filling and one being written.
+    ``finish()`` returns once everything is written. A failed write is raised (OSError from
+    write(2)) by the next ``write()`` or ``finish()``, and by every call after it: the file
+    has a hole from then on. After ``finish()`` or ``close()`` no write is running and the
+    appender holds no buffer, so the caller may close ``fd``."""
 
-    def __init__(self, fd: int, pool: StagingPool):
+    def __init__(self, fd: int, pool: StagingPool, writer: Executor):
         self.fd = fd
         self._pool = pool
+        self._writer = writer
         self._buf: mmap.mmap | None = pool.take()
         self._fill = 0
+        self._in_flight: Future | None = None
+        self._error: OSError | None = None
 
     def write(self, *pieces) -> None:
-        """Append ``pieces`` (bytes-like) in order, writing every full staging buffer and, at
-        the end, the whole-block prefix of what is staged."""
-        buf = self._buf
+        """Stage ``pieces`` (bytes-like) in order, handing every full buffer to the writer."""
+        self._raise_error()
         for piece in pieces:
             with memoryview(piece) as mv:
                 mv = mv.cast("B")
                 while len(mv):
                     n = min(len(mv), STAGING_SIZE - self._fill)
-                    buf[self._fill:self._fill + n] = mv[:n]
+                    self._buf[self._fill:self._fill + n] = mv[:n]
                     self._fill += n
                     mv = mv[n:]
                     if self._fill == STAGING_SIZE:
-                        self._write_blocks()
-        self._write_blocks()
+                        self._write_behind()
 
     def finish(self) -> None:
-        """Write everything staged, the unaligned tail through the page cache."""
-        self._write_blocks()
-        if self._fill:
-            self._buffered()
-            self._write(self._fill)
-            self._fill = 0
+        """Write everything staged, the unaligned tail through the page cache; returns once
+        all of it is written (not synced: the caller fdatasyncs)."""
+        self._wait()
+        with memoryview(self._buf) as mv:
+            blocks = self._fill & ~(ALIGN - 1)
+            self._write(mv[:blocks])
+            if self._fill > blocks:
+                self._buffered()
+                self._write(mv[blocks:self._fill])
+        self._fill = 0
         self.close()
 
     def close(self) -> None:
-        """Give the staging buffer back (staged bytes are dropped)."""
+        """Wait for the write in flight (its error is dropped), then give the staging buffer
+        back (staged bytes are dropped). The wait matters: a write still running when the
+        caller closes ``fd`` could land in another file that reuses the descriptor number."""
+        try:
+            self._wait()
+        except OSError:
+            pass
         if self._buf is not None:
             self._pool.give(self._buf)
             self._buf = None
 
-    def _write_blocks(self) -> None:
-        blocks = self._fill & ~(ALIGN - 1)
-        if not blocks:
-            return
-        self._write(blocks)
-        tail = self._fill - blocks
-        if tail:
-            self._buf.move(0, blocks, tail)
-        self._fill = tail
+    def _write_behind(self) -> None:
+        """Hand the full staging buffer to the writer and go on with a fresh one."""
+        self._wait()  # one write in flight per file: bounded memory, appends stay in order
+        full, self._buf, self._fill = self._buf, self._pool.take(), 0
+        self._in_flight = self._writer.submit(self._write_and_give, full)
 
-    def _write(self, n: int) -> None:
-        """Write the first ``n`` staged bytes, all of them."""
-        with memoryview(self._buf) as mv:
-            rest = mv[:n]
-            while len(rest):
-                try:
-                    rest = rest[os.write(self.fd, rest):]
-                except OSError as e:
-                    # EINVAL: the device wants a larger alignment than ALIGN. The failed
-                    # write wrote nothing; the rest goes through the page cache.
-                    if e.errno != errno.EINVAL or not self._direct():
-                        raise
-                    self._buffered()
+    def _write_and_give(self, buf: mmap.mmap) -> None:
+        try:
+            with memoryview(buf) as mv:
+                self._write(mv)
+        finally:
+            self._pool.give(buf)
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            try:
+                in_flight.result()
+            except OSError as e:
+                self._error = e
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise OSError(self._error.errno, f"an earlier write failed: {self._error}")
+
+    def _write(self, data: memoryview) -> None:
+        """Write all of ``data``."""
+        while len(data):
+            try:
+                data = data[os.write(self.fd, data):]
+            except OSError as e:
+                # EINVAL: the device wants a larger alignment than ALIGN. The failed write
+                # wrote nothing; the rest goes through the page cache.
+                if e.errno != errno.EINVAL or not self._direct():
+                    raise
+                self._buffered()
 
     def _direct(self) -> bool:
         return bool(fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_DIRECT)

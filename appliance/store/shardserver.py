@@ -17,6 +17,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ _IOV_BATCH = 1024
 """Buffers per preadv call (Linux's IOV_MAX)."""
 WRITEBACK_EVERY = 8 << 20
 """Start writeback of a shard file each time this many bytes were appended (see append)."""
+DIRECT_WRITERS = 2
+"""Threads per device writing O_DIRECT shards' blocks behind the appends (directio)."""
 
 
 def _load_sync_file_range():
@@ -74,6 +77,7 @@ class ShardServer:
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
         self._staging = StagingPool()
+        self._direct_writer = ThreadPoolExecutor(DIRECT_WRITERS, f"direct-{device_id}")
 
     def path(self, sid: str, index: int) -> Path:
         return self._shards / sid[:2] / f"{sid}.{index}"
@@ -91,7 +95,7 @@ class ShardServer:
         try:
             head = encode_header({**header, "sid": sid, "index": index})
             if direct:
-                st.direct = DirectAppender(fd, self._staging)
+                st.direct = DirectAppender(fd, self._staging, self._direct_writer)
                 st.direct.write(head)
             else:
                 os.write(fd, head)
@@ -152,6 +156,12 @@ class ShardServer:
         if st:
             self._close(st)
             st.tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Abort every shard still being written and stop the device's writer threads."""
+        for handle in list(self._open):
+            self.abort(handle)
+        self._direct_writer.shutdown()
 
     @staticmethod
     def _close(st: _Open) -> None:

@@ -23,6 +23,8 @@ class Node:
         return self
 
     async def __aexit__(self, *exc):
+        for server in self.servers.values():
+            server.close()
         await self.meta.aclose()
 
     def shard_path(self, extent, index):

@@ -112,6 +112,29 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
         assert report.clean
 
 
+async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_factory, tmp_path):
+    """A real 1 MiB filesystem as one disk: every write's shard there fails with ENOSPC
+    (buffered for a data shard, O_DIRECT behind the appends for parity), the write still
+    succeeds on the others, queues the lost shard's repair and leaves no partial file."""
+    small = tmp_path / "disk2"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        async with node_factory() as node:
+            indices = set()
+            while not indices & {0, 1, 2, 3} or not indices & {4, 5}:
+                assert len(indices) < 60, "placement never put data and parity on d2"
+                data = os.urandom(24 * MiB + 5)
+                e = await write_committed(node, data)
+                index = node.store.pools[e.pool].devices_for(e.sid).index("d2")
+                indices.add(index)
+                assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), index)) is not None
+                assert await read_all(node.store.read(e)) == data
+                assert list((small / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 async def test_aborted_body_leaves_nothing(node_factory):
     async def body():
         yield os.urandom(3 * MiB)
