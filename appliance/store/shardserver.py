@@ -134,21 +134,27 @@ class ShardServer:
             st.unsynced = 0
 
     def commit(self, handle: int) -> None:
-        """Seal the shard durably under its final name (see the module's contract)."""
+        """Seal the shard durably under its final name (see the module's contract). If that
+        fails (a write behind, the trailer or fdatasync: a full or failing disk), the partial
+        file is removed as by ``abort`` and the error raised."""
         st = self._open.pop(handle)
-        try:
-            trailer = encode_trailer(st.segments, st.digest)
-            if st.direct is not None:
-                st.direct.write(trailer)
-                st.direct.finish()
-            else:
-                os.write(st.fd, trailer)
-            os.fdatasync(st.fd)
-        finally:
-            self._close(st)
         final = self.path(st.sid, st.index)
-        final.parent.mkdir(exist_ok=True)
-        os.rename(st.tmp, final)
+        try:
+            try:
+                trailer = encode_trailer(st.segments, st.digest)
+                if st.direct is not None:
+                    st.direct.write(trailer)
+                    st.direct.finish()
+                else:
+                    os.write(st.fd, trailer)
+                os.fdatasync(st.fd)
+            finally:
+                self._close(st)
+            final.parent.mkdir(exist_ok=True)
+            os.rename(st.tmp, final)
+        except BaseException:
+            st.tmp.unlink(missing_ok=True)
+            raise
         self._fsync_dir(final.parent)
 
     def abort(self, handle: int) -> None:

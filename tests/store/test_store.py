@@ -113,9 +113,10 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
 
 
 async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_factory, tmp_path):
-    """A real 1 MiB filesystem as one disk: every write's shard there fails with ENOSPC
-    (buffered for a data shard, O_DIRECT behind the appends for parity), the write still
-    succeeds on the others, queues the lost shard's repair and leaves no partial file."""
+    """A real 1 MiB filesystem as one disk: every write's shard there fails with ENOSPC, a
+    data shard's in an append, a parity shard's (staged for O_DIRECT, written behind) in its
+    commit. The write still succeeds on the others, queues the lost shard's repair, and no
+    partial file is left behind."""
     small = tmp_path / "disk2"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
@@ -124,7 +125,7 @@ async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_facto
             indices = set()
             while not indices & {0, 1, 2, 3} or not indices & {4, 5}:
                 assert len(indices) < 60, "placement never put data and parity on d2"
-                data = os.urandom(24 * MiB + 5)
+                data = os.urandom(6 * MiB + 5)
                 e = await write_committed(node, data)
                 index = node.store.pools[e.pool].devices_for(e.sid).index("d2")
                 indices.add(index)
