@@ -95,14 +95,17 @@ async def open_node(data_dir: Path, disks: list[str] | None = None, pool: str | 
     layout = load_or_create_layout(data_dir, disks, pool)
     meta = SqliteMeta(str(meta_path(data_dir)))
     servers: list[ShardServer] = []
+    clients: dict[str, InProcessClient] = {}
     try:
         for i, path in enumerate(layout.disks):
             servers.append(ShardServer(path, f"d{i}"))
-        clients = {s.device_id: InProcessClient(s) for s in servers}
+        clients.update((s.device_id, InProcessClient(s)) for s in servers)
         store = await Store.open(meta, clients, layout.pool,
                                  devices=[Device(d) for d in clients])
         yield meta, store, Namespace(meta, store), Accounts(meta)
     finally:
+        for client in clients.values():
+            client.close()
         for server in servers:
             server.close()
         await meta.aclose()

@@ -18,7 +18,7 @@ from ..meta import Compare, Delete
 from . import metrics
 from .extent import Extent
 from .shardfile import ShardError
-from .store import BATCH_SEGMENTS, SEGMENT_SIZE, Store, StoreError
+from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class Repairer:
             try:
                 await self.repair(extent, indices, kvs)
                 fixed += len(indices)
-            except (StoreError, ShardError, OSError) as e:
-                log.error("repair of %s %s failed: %s", sid, indices, e)
+            except (StoreError, ShardError, OSError, trio.TooSlowError) as e:
+                log.error("repair of %s %s failed: %r", sid, indices, e)
         if entries:
             metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
         return fixed
@@ -115,10 +115,12 @@ class Repairer:
             return
         header = {"pool": p.spec.name, "seg": SEGMENT_SIZE,
                   "frag": p.codec.fragment_size(SEGMENT_SIZE)}
-        handles = {i: await store.clients[devices[i]].create(
-                       extent.sid, i, header, cached=p.spec.read_by_default(i))
-                   for i in indices}
+        handles = {}
         try:
+            for i in indices:
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    handles[i] = await store.clients[devices[i]].create(
+                        extent.sid, i, header, cached=p.spec.read_by_default(i))
             exclude = frozenset(indices)
             for first in range(0, extent.segments, BATCH_SEGMENTS):
                 count = min(BATCH_SEGMENTS, extent.segments - first)
@@ -130,14 +132,16 @@ class Repairer:
                         rebuilt[i].append(frag)
                 for i in indices:
                     await self.bucket.take(sum(map(len, rebuilt[i])))
-                    await store.clients[devices[i]].append(handles[i], rebuilt[i])
+                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                        await store.clients[devices[i]].append(handles[i], rebuilt[i])
                     metrics.REPAIRED_BYTES.inc(sum(map(len, rebuilt[i])))
             for i in indices:
-                await store.clients[devices[i]].commit(handles[i])
-                del handles[i]
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    await store.clients[devices[i]].commit(handles.pop(i))
         finally:
             for i, h in handles.items():
-                await store.clients[devices[i]].abort(h)
+                with trio.CancelScope(shield=True), trio.move_on_after(SHARD_OP_TIMEOUT_S):
+                    await store.clients[devices[i]].abort(h)
         res = await store.meta.txn([Compare(kv.key, kv.mod_rev) for kv in entries],
                                    [Delete(kv.key) for kv in entries])
         for i in indices:

@@ -57,10 +57,10 @@ CPU-s/GiB against 8/1 1,520-1,710 at 0.77-0.84; 4/1 was below 8/1."""
 HEDGE_AFTER_S = 0.25
 """A shard read slower than this gets a parity read raced against it."""
 SHARD_OP_TIMEOUT_S = 60.0
-"""A shard server that does not answer one call within this is treated as failed. Only calls
-that can be abandoned are bounded by it: an in-process shard server's write runs in a worker
-thread that cannot be interrupted (it owns the file descriptor), so a write stuck in the
-kernel holds the PUT until it returns, and one that returns late counts as answered."""
+"""A shard server that does not answer one write-path call (create, append, commit, delete)
+within this is treated as failed for that stripe set: the write goes on without it (or fails
+below quorum) and the call is abandoned. An in-process call stuck in the kernel still holds
+its device's write thread; the shard's abort runs after it (transport.InProcessClient)."""
 DEFAULT_PG_COUNT = 256
 
 
@@ -399,8 +399,9 @@ class Store:
         devices = p.devices_for(sid)
         for i in indices:
             try:
-                await self.clients[devices[i]].delete(sid, i)
-            except (OSError, ShardError) as e:
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    await self.clients[devices[i]].delete(sid, i)
+            except (OSError, ShardError, trio.TooSlowError) as e:
                 log.warning("could not delete shard %s.%d: %s", sid, i, e)
 
     def commit_ops(self, extents: list[Extent]) -> list:

@@ -9,6 +9,8 @@ TCP, so no caller may rely on shared memory.
 from __future__ import annotations
 
 import abc
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import trio
 
@@ -60,29 +62,63 @@ class ShardClient(abc.ABC):
 
 
 class InProcessClient(ShardClient):
-    """A shard server in this process. Each device gets its own thread limiter, so one slow
+    """A shard server in this process.
+
+    The calls that write (create, append, commit, abort, delete, clean_tmp) run in the
+    device's own thread, one after another in the order they are made, and are waited for
+    without holding a thread. A caller that stops waiting (a timeout, a cancellation) abandons
+    the call, which still runs, and the calls made after it still run after it. That is what
+    lets the store give up on a disk whose writes hang in the kernel: it counts the shard as
+    failed and aborts it, and the abort runs once the stuck call returns. A shard whose
+    create was abandoned is aborted as soon as it exists.
+
+    Reads run in trio worker threads, at most ``threads`` at a time per device, so one slow
     disk cannot take every worker thread from the others."""
 
     def __init__(self, server: ShardServer, threads: int = 4):
         self.server = server
         self.device_id = server.device_id
         self._limiter = trio.CapacityLimiter(threads)
+        self._writes = ThreadPoolExecutor(1, f"shard-{server.device_id}")
+
+    def close(self) -> None:
+        """Stop the device's write thread once its queue is done (without waiting for it)."""
+        self._writes.shutdown(wait=False)
+
+    def submit(self, fn, *args) -> Future:
+        """Queue the server's blocking ``fn(*args)`` behind the device's earlier writes."""
+        return self._writes.submit(fn, *args)
+
+    async def _write(self, fn, *args):
+        future = self.submit(fn, *args)
+        await wait_futures([future])
+        return future.result()
 
     async def _run(self, fn, *args, cancellable: bool = False):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
                                              cancellable=cancellable)
 
     async def create(self, sid, index, header, cached=True):
-        return await self._run(self.server.create, sid, index, header, cached)
+        future = self.submit(self.server.create, sid, index, header, cached)
+        try:
+            await wait_futures([future])
+        except trio.Cancelled:
+            future.add_done_callback(self._abort_created)
+            raise
+        return future.result()
+
+    def _abort_created(self, future: Future) -> None:
+        if future.exception() is None:
+            self.submit(self.server.abort, future.result())
 
     async def append(self, handle, fragments):
-        await self._run(self.server.append, handle, fragments)
+        await self._write(self.server.append, handle, fragments)
 
     async def commit(self, handle):
-        await self._run(self.server.commit, handle)
+        await self._write(self.server.commit, handle)
 
     async def abort(self, handle):
-        await self._run(self.server.abort, handle)
+        await self._write(self.server.abort, handle)
 
     async def read(self, sid, index, first, count):
         # cancellable: a hedged read that lost the race is abandoned, not waited for.
@@ -95,7 +131,7 @@ class InProcessClient(ShardClient):
                                cancellable=True)
 
     async def delete(self, sid, index):
-        return await self._run(self.server.delete, sid, index)
+        return await self._write(self.server.delete, sid, index)
 
     async def verify(self, sid, index):
         return await self._run(self.server.verify, sid, index)
@@ -104,30 +140,50 @@ class InProcessClient(ShardClient):
         return await self._run(lambda: list(self.server.list_shards()))
 
     async def clean_tmp(self, sids=None):
-        return await self._run(self.server.clean_tmp, sids)
+        return await self._write(self.server.clean_tmp, sids)
+
+
+async def wait_futures(futures: list[Future]) -> None:
+    """Wait until every one of ``futures`` (concurrent.futures, run by other threads) is done,
+    without a thread of our own: the last one to finish wakes the trio task. Cancellable;
+    the futures are left running."""
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return
+    token = trio.lowlevel.current_trio_token()
+    all_done = trio.Event()
+    left = len(pending)
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:  # in the thread that finished it
+        nonlocal left
+        with lock:
+            left -= 1
+            if left:
+                return
+        try:
+            token.run_sync_soon(all_done.set)
+        except trio.RunFinishedError:
+            pass  # nobody is waiting any more
+
+    for f in pending:
+        f.add_done_callback(one_done)
+    await all_done.wait()
 
 
 async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
                       ) -> list[Exception | None]:
     """``client.append(handle, fragments)`` for every ``(client, handle, fragments)`` in
-    ``calls``; returns, per call, None or the OSError, ShardError or trio.TooSlowError it
-    failed with (each call gets ``timeout`` seconds where it can be abandoned).
+    ``calls``, concurrently; returns, per call, None or the OSError, ShardError or
+    trio.TooSlowError it failed with. A call not done after ``timeout`` seconds is abandoned.
 
-    The in-process ones run one after another in a single worker thread: a trio thread hop
-    costs ~90 us of CPU on our VMs, and a PUT would otherwise make one per shard per batch
-    (docs/benchmarks.md). Their order per shard is kept, which is all appends need. Other
-    clients are called concurrently."""
+    The in-process ones are queued on their devices directly and waited for together: one
+    wake-up of the event loop per batch instead of one per shard (a trio thread hop costs
+    ~90 us of CPU on our VMs, docs/benchmarks.md)."""
     results: list[Exception | None] = [None] * len(calls)
-    local = [n for n, (client, _, _) in enumerate(calls) if isinstance(client, InProcessClient)]
-    remote = [n for n in range(len(calls)) if n not in local]
-
-    def append_local() -> None:
-        for n in local:
-            client, handle, fragments = calls[n]
-            try:
-                client.server.append(handle, fragments)
-            except (OSError, ShardError) as e:
-                results[n] = e
+    local = {n: client.submit(client.server.append, handle, fragments)
+             for n, (client, handle, fragments) in enumerate(calls)
+             if isinstance(client, InProcessClient)}
 
     async def append_one(n: int) -> None:
         client, handle, fragments = calls[n]
@@ -137,9 +193,21 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
         except (OSError, ShardError, trio.TooSlowError) as e:
             results[n] = e
 
+    async def wait_local() -> None:
+        with trio.move_on_after(timeout):
+            await wait_futures(list(local.values()))
+        for n, future in local.items():
+            if not future.done():
+                results[n] = trio.TooSlowError(f"no answer in {timeout} s")
+            elif isinstance(future.exception(), (OSError, ShardError)):
+                results[n] = future.exception()
+            else:
+                future.result()  # anything else is a bug: raise it
+
     async with trio.open_nursery() as nursery:
-        for n in remote:
-            nursery.start_soon(append_one, n)
+        for n in range(len(calls)):
+            if n not in local:
+                nursery.start_soon(append_one, n)
         if local:
-            await trio.to_thread.run_sync(append_local)
+            nursery.start_soon(wait_local)
     return results

@@ -17,12 +17,14 @@ class Node:
         self.meta = SqliteMeta(str(self.tmp / "meta.db"))
         self.servers = {f"d{i}": ShardServer(self.tmp / f"disk{i}", f"d{i}")
                         for i in range(self.disks)}
-        clients = {d: InProcessClient(s) for d, s in self.servers.items()}
-        self.store = await Store.open(self.meta, clients, self.pool)
+        self.clients = {d: InProcessClient(s) for d, s in self.servers.items()}
+        self.store = await Store.open(self.meta, self.clients, self.pool)
         self.ns = Namespace(self.meta, self.store)
         return self
 
     async def __aexit__(self, *exc):
+        for client in self.clients.values():
+            client.close()
         for server in self.servers.values():
             server.close()
         await self.meta.aclose()

@@ -11,6 +11,7 @@ import trio
 from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
+from appliance.store import store as store_module
 from appliance.store.repair import Repairer
 from appliance.store.store import READ_BATCH_SEGMENTS
 
@@ -134,6 +135,51 @@ async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_facto
                 assert list((small / "tmp").iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.fixture
+def freezable_disk(tmp_path):
+    """``disk2`` on a real ext4 filesystem (on a loop device): ``fsfreeze --freeze`` makes
+    every write to it block in the kernel until it is thawed, as a hung disk's do."""
+    image = tmp_path / "disk2.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    mnt = tmp_path / "disk2"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)  # if frozen
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+async def test_write_gives_up_on_a_hung_disk(node_factory, freezable_disk, monkeypatch):
+    """A disk whose writes hang costs a PUT one shard timeout, not the PUT: the shard is
+    counted as failed and queued for repair, and once the disk answers again the abandoned
+    shard is aborted, leaving nothing behind."""
+    monkeypatch.setattr(store_module, "SHARD_OP_TIMEOUT_S", 1.0)
+    data = os.urandom(6 * MiB + 5)
+    thaw = ["fsfreeze", "--unfreeze", str(freezable_disk)]
+    async with node_factory() as node, trio.open_nursery() as nursery:
+        subprocess.run(["fsfreeze", "--freeze", str(freezable_disk)], check=True)
+
+        async def watchdog():  # so that a write that waits for the disk ends, and fails below
+            await trio.sleep(15)
+            subprocess.run(thaw, capture_output=True)
+        nursery.start_soon(watchdog)
+        started = trio.current_time()
+        e = await write_committed(node, data)
+        took = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+        subprocess.run(thaw, capture_output=True)  # unless the watchdog did
+        assert took < 10, f"the PUT waited {took:.1f} s for the hung disk"
+        index = node.store.pools[e.pool].devices_for(e.sid).index("d2")
+        assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), index)) is not None
+        assert await read_all(node.store.read(e)) == data
+        with trio.fail_after(10):
+            while list((freezable_disk / "tmp").iterdir()):
+                await trio.sleep(0.05)
+        assert list(node.servers["d2"].list_shards()) == []
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
