@@ -56,11 +56,14 @@ into place (2026-11-21, interleaved A/B, 4 pairs): 16/1 1,650-1,780 MB/s at 0.70
 CPU-s/GiB against 8/1 1,520-1,710 at 0.77-0.84; 4/1 was below 8/1."""
 HEDGE_AFTER_S = 0.25
 """A shard read slower than this gets a parity read raced against it."""
-SHARD_OP_TIMEOUT_S = 60.0
+SHARD_OP_TIMEOUT_S = 30.0
 """A shard server that does not answer one write-path call (create, append, commit, delete)
 within this is treated as failed for that stripe set: the write goes on without it (or fails
 below quorum) and the call is abandoned. An in-process call stuck in the kernel still holds
-its device's write thread; the shard's abort runs after it (transport.InProcessClient)."""
+its device's write thread; the shard's abort runs after it, and until it returns the device
+refuses new shard writes at once (transport.InProcessClient). 30 s as Ceph's
+osd_op_complaint_time, and below the 60 s read timeout of AWS SDKs, so a client's first PUT
+that meets a hung disk is slow but not failed."""
 DEFAULT_PG_COUNT = 256
 
 
@@ -599,7 +602,8 @@ class Store:
                 intents.append(kv)
         sids = {kv.key[2:].decode() for kv in intents}
         for c in self.clients.values():
-            await c.clean_tmp(None if pid is None else sids)
+            with trio.move_on_after(SHARD_OP_TIMEOUT_S):  # a hung disk cleans up when it can
+                await c.clean_tmp(None if pid is None else sids)
         for kv in intents:
             sid = kv.key[2:].decode()
             info = json.loads(kv.value)

@@ -9,7 +9,9 @@ TCP, so no caller may rely on shared memory.
 from __future__ import annotations
 
 import abc
+import errno
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import trio
@@ -61,6 +63,17 @@ class ShardClient(abc.ABC):
         """Remove partial shard files: all (no write in flight), or those of ``sids``."""
 
 
+STALLED_AFTER_S = 1.0
+"""A device with a write-path call given up on (a timeout, a cancellation) that has run this
+long takes no new shard writes until that call returns (:class:`DeviceStalled`). A healthy
+device's abandoned call returns within milliseconds; a hung one's would make every later
+create or append wait out its own timeout behind it."""
+
+
+class DeviceStalled(OSError):
+    """The device has not returned from a call given up on; see STALLED_AFTER_S."""
+
+
 class InProcessClient(ShardClient):
     """A shard server in this process.
 
@@ -70,7 +83,8 @@ class InProcessClient(ShardClient):
     the call, which still runs, and the calls made after it still run after it. That is what
     lets the store give up on a disk whose writes hang in the kernel: it counts the shard as
     failed and aborts it, and the abort runs once the stuck call returns. A shard whose
-    create was abandoned is aborted as soon as it exists.
+    create was abandoned is aborted as soon as it exists. While an abandoned call has not
+    returned, new creates, appends and commits fail at once (STALLED_AFTER_S).
 
     Reads run in trio worker threads, at most ``threads`` at a time per device, so one slow
     disk cannot take every worker thread from the others."""
@@ -80,6 +94,7 @@ class InProcessClient(ShardClient):
         self.device_id = server.device_id
         self._limiter = trio.CapacityLimiter(threads)
         self._writes = ThreadPoolExecutor(1, f"shard-{server.device_id}")
+        self._abandoned: dict[Future, float] = {}  # call -> when it was queued
 
     def close(self) -> None:
         """Stop the device's write thread once its queue is done (without waiting for it)."""
@@ -89,36 +104,65 @@ class InProcessClient(ShardClient):
         """Queue the server's blocking ``fn(*args)`` behind the device's earlier writes."""
         return self._writes.submit(fn, *args)
 
-    async def _write(self, fn, *args):
+    def abandon(self, future: Future, queued: float) -> None:
+        """Nobody waits for ``future`` (queued at ``queued``, time.monotonic) any more."""
+        self._abandoned[future] = queued
+        future.add_done_callback(lambda f: self._abandoned.pop(f, None))  # any thread
+
+    def _stalled_for(self) -> float:
+        oldest = min(list(self._abandoned.values()), default=None)
+        age = 0.0 if oldest is None else time.monotonic() - oldest
+        return age if age > STALLED_AFTER_S else 0.0
+
+    def check_answering(self) -> None:
+        """Raises DeviceStalled if an abandoned call has run for over STALLED_AFTER_S."""
+        if age := self._stalled_for():
+            raise DeviceStalled(errno.ETIMEDOUT, f"device {self.device_id} has not returned "
+                                f"from a call made {age:.0f} s ago")
+
+    async def _write(self, fn, *args, new_work: bool = True, on_abandon=None) -> Future:
+        """Queue ``fn(*args)`` and wait for it; returns its (done) future. If the wait is
+        cancelled, ``on_abandon(future)`` runs when the call returns."""
+        if new_work:
+            self.check_answering()
+        queued = time.monotonic()
         future = self.submit(fn, *args)
-        await wait_futures([future])
-        return future.result()
+        try:
+            await wait_futures([future])
+        except trio.Cancelled:
+            self.abandon(future, queued)
+            if on_abandon is not None:
+                future.add_done_callback(on_abandon)
+            raise
+        return future
 
     async def _run(self, fn, *args, cancellable: bool = False):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
                                              cancellable=cancellable)
 
     async def create(self, sid, index, header, cached=True):
-        future = self.submit(self.server.create, sid, index, header, cached)
-        try:
-            await wait_futures([future])
-        except trio.Cancelled:
-            future.add_done_callback(self._abort_created)
-            raise
+        future = await self._write(self.server.create, sid, index, header, cached,
+                                   on_abandon=self._abort_created)
         return future.result()
 
     def _abort_created(self, future: Future) -> None:
         if future.exception() is None:
-            self.submit(self.server.abort, future.result())
+            try:
+                self.submit(self.server.abort, future.result())
+            except RuntimeError:  # closed: the next start's clean_tmp removes the file
+                pass
 
     async def append(self, handle, fragments):
-        await self._write(self.server.append, handle, fragments)
+        (await self._write(self.server.append, handle, fragments)).result()
 
     async def commit(self, handle):
-        await self._write(self.server.commit, handle)
+        (await self._write(self.server.commit, handle)).result()
 
     async def abort(self, handle):
-        await self._write(self.server.abort, handle)
+        if self._stalled_for():  # queued behind the stuck call; waiting would not help
+            self.submit(self.server.abort, handle)
+            return
+        (await self._write(self.server.abort, handle, new_work=False)).result()
 
     async def read(self, sid, index, first, count):
         # cancellable: a hedged read that lost the race is abandoned, not waited for.
@@ -131,7 +175,7 @@ class InProcessClient(ShardClient):
                                cancellable=True)
 
     async def delete(self, sid, index):
-        return await self._write(self.server.delete, sid, index)
+        return (await self._write(self.server.delete, sid, index, new_work=False)).result()
 
     async def verify(self, sid, index):
         return await self._run(self.server.verify, sid, index)
@@ -140,7 +184,7 @@ class InProcessClient(ShardClient):
         return await self._run(lambda: list(self.server.list_shards()))
 
     async def clean_tmp(self, sids=None):
-        return await self._write(self.server.clean_tmp, sids)
+        return (await self._write(self.server.clean_tmp, sids, new_work=False)).result()
 
 
 async def wait_futures(futures: list[Future]) -> None:
@@ -181,9 +225,16 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
     wake-up of the event loop per batch instead of one per shard (a trio thread hop costs
     ~90 us of CPU on our VMs, docs/benchmarks.md)."""
     results: list[Exception | None] = [None] * len(calls)
-    local = {n: client.submit(client.server.append, handle, fragments)
-             for n, (client, handle, fragments) in enumerate(calls)
-             if isinstance(client, InProcessClient)}
+    local: dict[int, Future] = {}
+    queued = time.monotonic()
+    for n, (client, handle, fragments) in enumerate(calls):
+        if isinstance(client, InProcessClient):
+            try:
+                client.check_answering()
+            except DeviceStalled as e:
+                results[n] = e
+                continue
+            local[n] = client.submit(client.server.append, handle, fragments)
 
     async def append_one(n: int) -> None:
         client, handle, fragments = calls[n]
@@ -194,8 +245,13 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
             results[n] = e
 
     async def wait_local() -> None:
-        with trio.move_on_after(timeout):
-            await wait_futures(list(local.values()))
+        try:
+            with trio.move_on_after(timeout):
+                await wait_futures(list(local.values()))
+        finally:
+            for n, future in local.items():
+                if not future.done():
+                    calls[n][0].abandon(future, queued)
         for n, future in local.items():
             if not future.done():
                 results[n] = trio.TooSlowError(f"no answer in {timeout} s")
@@ -206,7 +262,7 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
 
     async with trio.open_nursery() as nursery:
         for n in range(len(calls)):
-            if n not in local:
+            if not isinstance(calls[n][0], InProcessClient):
                 nursery.start_soon(append_one, n)
         if local:
             nursery.start_soon(wait_local)

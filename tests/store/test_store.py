@@ -150,36 +150,55 @@ def freezable_disk(tmp_path):
     subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
     yield mnt
     subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)  # if frozen
-    subprocess.run(["umount", str(mnt)], check=True)
+    # lazy: a failed test may leave a call of the device's write thread still in there
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
-async def test_write_gives_up_on_a_hung_disk(node_factory, freezable_disk, monkeypatch):
-    """A disk whose writes hang costs a PUT one shard timeout, not the PUT: the shard is
-    counted as failed and queued for repair, and once the disk answers again the abandoned
-    shard is aborted, leaving nothing behind."""
+async def test_writes_give_up_on_a_hung_disk(node_factory, freezable_disk, monkeypatch):
+    """A disk whose writes hang (its filesystem frozen mid-PUT) costs that PUT one shard
+    timeout, and the PUTs after it nothing: its shards are counted as failed and queued for
+    repair. Once the disk answers again, the abandoned shards are aborted, leaving nothing
+    behind, and the disk takes shards again."""
     monkeypatch.setattr(store_module, "SHARD_OP_TIMEOUT_S", 1.0)
-    data = os.urandom(6 * MiB + 5)
+    freeze = ["fsfreeze", "--freeze", str(freezable_disk)]
     thaw = ["fsfreeze", "--unfreeze", str(freezable_disk)]
-    async with node_factory() as node, trio.open_nursery() as nursery:
-        subprocess.run(["fsfreeze", "--freeze", str(freezable_disk)], check=True)
+    data = os.urandom(6 * MiB + 5)
 
+    async def body():
+        yield data[:3 * MiB]
+        await trio.sleep(0.2)  # every shard is open and has been appended to
+        subprocess.run(freeze, check=True)
+        yield data[3 * MiB:]
+
+    def d2_index(e) -> int:
+        return node.store.pools[e.pool].devices_for(e.sid).index("d2")
+
+    async with node_factory() as node, trio.open_nursery() as nursery:
         async def watchdog():  # so that a write that waits for the disk ends, and fails below
-            await trio.sleep(15)
+            await trio.sleep(20)
             subprocess.run(thaw, capture_output=True)
         nursery.start_soon(watchdog)
-        started = trio.current_time()
-        e = await write_committed(node, data)
-        took = trio.current_time() - started
+        took = []
+        extents = []
+        for source in (body(), chunks(data)):
+            started = trio.current_time()
+            extents.append(await node.store.write(source))
+            took.append(trio.current_time() - started)
+            await node.meta.txn([], node.store.commit_ops(extents[-1:]))
         nursery.cancel_scope.cancel()
         subprocess.run(thaw, capture_output=True)  # unless the watchdog did
-        assert took < 10, f"the PUT waited {took:.1f} s for the hung disk"
-        index = node.store.pools[e.pool].devices_for(e.sid).index("d2")
-        assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), index)) is not None
-        assert await read_all(node.store.read(e)) == data
+        assert took[0] < 10, f"the first PUT waited {took[0]:.1f} s for the hung disk"
+        assert took[1] < 1, f"the second PUT waited {took[1]:.1f} s for the hung disk"
+        for e in extents:
+            assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), d2_index(e))) is not None
+            assert await read_all(node.store.read(e)) == data
         with trio.fail_after(10):
             while list((freezable_disk / "tmp").iterdir()):
                 await trio.sleep(0.05)
         assert list(node.servers["d2"].list_shards()) == []
+        e = await write_committed(node, data)  # the disk answers again: all six shards
+        assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), d2_index(e))) is None
+        assert node.shard_path(e, d2_index(e)).exists()
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
