@@ -1,7 +1,8 @@
 """How the store reaches shard servers.
 
 :class:`ShardClient` is the interface (one per device); :class:`InProcessClient` runs a local
-:class:`ShardServer`'s blocking calls in worker threads. Fragments cross the interface by
+:class:`ShardServer`'s blocking calls in threads: its writes in the device's own write thread,
+in order and abandonable, its reads in trio worker threads. Fragments cross the interface by
 value (``bytes``, or read-only views of a buffer nobody else holds), exactly as they will over
 TCP, so no caller may rely on shared memory.
 """
