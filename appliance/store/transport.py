@@ -101,8 +101,13 @@ class InProcessClient(ShardClient):
         """Stop the device's write thread once its queue is done (without waiting for it)."""
         self._writes.shutdown(wait=False)
 
-    def submit(self, fn, *args) -> Future:
-        """Queue the server's blocking ``fn(*args)`` behind the device's earlier writes."""
+    def submit(self, fn, *args, new_work: bool = False) -> Future:
+        """Queue the server's blocking ``fn(*args)`` behind the device's earlier writes.
+        ``new_work`` (a create, append or commit) raises DeviceStalled instead if an
+        abandoned call has run for over STALLED_AFTER_S."""
+        if new_work and (age := self._stalled_for()):
+            raise DeviceStalled(errno.ETIMEDOUT, f"device {self.device_id} has not returned "
+                                f"from a call made {age:.0f} s ago")
         return self._writes.submit(fn, *args)
 
     def abandon(self, future: Future, queued: float) -> None:
@@ -115,19 +120,11 @@ class InProcessClient(ShardClient):
         age = 0.0 if oldest is None else time.monotonic() - oldest
         return age if age > STALLED_AFTER_S else 0.0
 
-    def check_answering(self) -> None:
-        """Raises DeviceStalled if an abandoned call has run for over STALLED_AFTER_S."""
-        if age := self._stalled_for():
-            raise DeviceStalled(errno.ETIMEDOUT, f"device {self.device_id} has not returned "
-                                f"from a call made {age:.0f} s ago")
-
-    async def _write(self, fn, *args, new_work: bool = True, on_abandon=None) -> Future:
-        """Queue ``fn(*args)`` and wait for it; returns its (done) future. If the wait is
-        cancelled, ``on_abandon(future)`` runs when the call returns."""
-        if new_work:
-            self.check_answering()
+    async def _write(self, fn, *args, new_work: bool = True, on_abandon=None):
+        """Queue ``fn(*args)`` (see submit) and return its result. If the wait is cancelled,
+        ``on_abandon(future)`` runs when the call returns."""
         queued = time.monotonic()
-        future = self.submit(fn, *args)
+        future = self.submit(fn, *args, new_work=new_work)
         try:
             await wait_futures([future])
         except trio.Cancelled:
@@ -135,16 +132,15 @@ class InProcessClient(ShardClient):
             if on_abandon is not None:
                 future.add_done_callback(on_abandon)
             raise
-        return future
+        return future.result()
 
     async def _run(self, fn, *args, cancellable: bool = False):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
                                              cancellable=cancellable)
 
     async def create(self, sid, index, header, cached=True):
-        future = await self._write(self.server.create, sid, index, header, cached,
-                                   on_abandon=self._abort_created)
-        return future.result()
+        return await self._write(self.server.create, sid, index, header, cached,
+                                 on_abandon=self._abort_created)
 
     def _abort_created(self, future: Future) -> None:
         if future.exception() is None:
@@ -154,16 +150,16 @@ class InProcessClient(ShardClient):
                 pass
 
     async def append(self, handle, fragments):
-        (await self._write(self.server.append, handle, fragments)).result()
+        await self._write(self.server.append, handle, fragments)
 
     async def commit(self, handle):
-        (await self._write(self.server.commit, handle)).result()
+        await self._write(self.server.commit, handle)
 
     async def abort(self, handle):
         if self._stalled_for():  # queued behind the stuck call; waiting would not help
             self.submit(self.server.abort, handle)
             return
-        (await self._write(self.server.abort, handle, new_work=False)).result()
+        await self._write(self.server.abort, handle, new_work=False)
 
     async def read(self, sid, index, first, count):
         # cancellable: a hedged read that lost the race is abandoned, not waited for.
@@ -176,7 +172,7 @@ class InProcessClient(ShardClient):
                                cancellable=True)
 
     async def delete(self, sid, index):
-        return (await self._write(self.server.delete, sid, index, new_work=False)).result()
+        return await self._write(self.server.delete, sid, index, new_work=False)
 
     async def verify(self, sid, index):
         return await self._run(self.server.verify, sid, index)
@@ -185,7 +181,7 @@ class InProcessClient(ShardClient):
         return await self._run(lambda: list(self.server.list_shards()))
 
     async def clean_tmp(self, sids=None):
-        return (await self._write(self.server.clean_tmp, sids, new_work=False)).result()
+        return await self._write(self.server.clean_tmp, sids, new_work=False)
 
 
 async def wait_futures(futures: list[Future]) -> None:
@@ -231,11 +227,10 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
     for n, (client, handle, fragments) in enumerate(calls):
         if isinstance(client, InProcessClient):
             try:
-                client.check_answering()
+                local[n] = client.submit(client.server.append, handle, fragments,
+                                         new_work=True)
             except DeviceStalled as e:
                 results[n] = e
-                continue
-            local[n] = client.submit(client.server.append, handle, fragments)
 
     async def append_one(n: int) -> None:
         client, handle, fragments = calls[n]

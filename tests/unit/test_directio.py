@@ -15,13 +15,8 @@ from appliance.store.directio import DirectAppender, StagingPool, open_direct
 
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 WRITER = ThreadPoolExecutor(2, "test-direct")
-"""Shared by the property test's examples (a function-scoped fixture would not be)."""
-
-
-@pytest.fixture
-def writer():
-    with ThreadPoolExecutor(2, "test-direct") as executor:
-        yield executor
+"""The block writers of every test here (the property test's examples cannot share a
+function-scoped fixture)."""
 
 
 def fs_type(path) -> str:
@@ -74,8 +69,7 @@ def test_staging_buffers_are_reused(tmp_path):
     assert len(pool._free) == 2  # one written behind, one with the rest
 
 
-def test_alignment_the_device_refuses_falls_back_to_the_page_cache(tmp_path, monkeypatch,
-                                                                   writer):
+def test_alignment_the_device_refuses_falls_back_to_the_page_cache(tmp_path, monkeypatch):
     """No block device takes 256-byte O_DIRECT writes: the kernel says EINVAL, and the
     appender goes on through the page cache without losing or repeating a byte."""
     monkeypatch.setattr(directio, "ALIGN", 256)
@@ -84,7 +78,7 @@ def test_alignment_the_device_refuses_falls_back_to_the_page_cache(tmp_path, mon
     fd, direct = open_direct(path, FLAGS)
     assert direct
     try:
-        app = DirectAppender(fd, StagingPool(), writer)
+        app = DirectAppender(fd, StagingPool(), WRITER)
         app.write(data[:700], data[700:])
         app.finish()
         assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
@@ -103,7 +97,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_a_failed_write_is_raised_by_the_next_call_and_every_one_after(small_fs, writer):
+def test_a_failed_write_is_raised_by_the_next_call_and_every_one_after(small_fs):
     """Block writes run behind the appends: the device's ENOSPC reaches the caller at the
     latest from finish(), and the appender refuses everything after it (the file has a
     hole), while close() still releases the descriptor and the buffers."""
@@ -111,7 +105,7 @@ def test_a_failed_write_is_raised_by_the_next_call_and_every_one_after(small_fs,
     fd, direct = open_direct(small_fs / "f", FLAGS)
     assert direct, f"O_DIRECT was refused on {fs_type(small_fs)}"
     try:
-        app = DirectAppender(fd, pool, writer)
+        app = DirectAppender(fd, pool, WRITER)
         with pytest.raises(OSError) as failed:
             for _ in range(4):
                 app.write(os.urandom(directio.STAGING_SIZE // 2 + 100))
@@ -127,14 +121,14 @@ def test_a_failed_write_is_raised_by_the_next_call_and_every_one_after(small_fs,
         os.close(fd)
 
 
-def test_close_waits_for_the_write_in_flight(tmp_path, writer):
+def test_close_waits_for_the_write_in_flight(tmp_path):
     """Once close() returns, no write is left running on the descriptor, which the caller
     is about to close (and the kernel may hand to another file)."""
     for i in range(5):
         fd, direct = open_direct(tmp_path / f"f{i}", FLAGS)
         assert direct
         try:
-            app = DirectAppender(fd, StagingPool(), writer)
+            app = DirectAppender(fd, StagingPool(), WRITER)
             app.write(b"y" * (directio.STAGING_SIZE + 100))  # a whole staging buffer in flight
             app.close()
             assert os.fstat(fd).st_size == directio.STAGING_SIZE
