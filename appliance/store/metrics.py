@@ -13,6 +13,9 @@ SHARD_BYTES = Counter("appliance_shard_bytes_total", "Shard bytes moved by devic
 SHARD_FAILURES = Counter("appliance_shard_failures_total",
                          "Failed shard operations (missing, corrupt, I/O error)",
                          ["device", "op", "reason"])
+SKIPPED_READS = Counter("appliance_shard_reads_skipped_total",
+                        "Shard reads not sent to a device whose earlier reads hang (read "
+                        "around it from parity)", ["device"])
 DEGRADED_READS = Counter("appliance_degraded_reads_total",
                          "Segment batches that needed parity shards")
 REPAIR_BACKLOG = Gauge("appliance_repair_backlog", "Shards queued for repair",

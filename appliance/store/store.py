@@ -509,11 +509,16 @@ class Store:
                               exclude: frozenset[int], placement: _Placement | None = None
                               ) -> dict[int, list[bytes] | _PlacedShard]:
         """Verified fragments from K shards, data shards first, racing parity against failures
-        and slowness. With a ``placement``, data shards are read into its buffers and come
+        and slowness, and reading around devices whose reads hang. With a ``placement``, data shards are read into its buffers and come
         back as :class:`_PlacedShard`."""
         k, width = p.spec.k, p.spec.width
         devices = p.devices_for(extent.sid)
         order = [i for i in range(width) if i not in exclude]
+        # A device whose reads hang is read last, not raced after HEDGE_AFTER_S on every
+        # call. Its shards are not known to be bad, so nothing is queued for repair.
+        stalled = {i for i in order if self.clients[devices[i]].reads_stalled()}
+        if stalled:
+            order = [i for i in order if i not in stalled] + sorted(stalled)
         good: dict[int, list[bytes] | _PlacedShard] = {}
         broken: list[tuple[int, str]] = []
         send, recv = trio.open_memory_channel(width)
@@ -560,6 +565,8 @@ class Store:
                 else:
                     good[index] = res
             nursery.cancel_scope.cancel()
+        for i in stalled.difference(order[:launched]):
+            metrics.SKIPPED_READS.labels(devices[i]).inc()
         if any(i >= k for i in good):
             metrics.DEGRADED_READS.inc()
         for index, why in broken:

@@ -50,6 +50,11 @@ class ShardClient(abc.ABC):
         (head, tail). See ShardServer.read_into. Raises ShardError. After an error or a
         cancellation the contents of ``dests`` are undefined (and may still change)."""
 
+    def reads_stalled(self) -> bool:
+        """Whether a read sent to this device has gone unanswered for over STALLED_AFTER_S
+        (a hung disk): readers then read around it instead of racing it on every call."""
+        return False
+
     @abc.abstractmethod
     async def delete(self, sid: str, index: int) -> bool: ...
 
@@ -68,7 +73,9 @@ STALLED_AFTER_S = 1.0
 """A device with a write-path call given up on (a timeout, a cancellation) that has run this
 long takes no new shard writes until that call returns (:class:`DeviceStalled`). A healthy
 device's abandoned call returns within milliseconds; a hung one's would make every later
-create or append wait out its own timeout behind it."""
+create or append wait out its own timeout behind it. Likewise a device with a read running
+this long is read around (:meth:`ShardClient.reads_stalled`): a healthy 16-segment read
+takes milliseconds, and a hung one would cost every later read a hedge delay."""
 
 
 class DeviceStalled(OSError):
@@ -88,7 +95,8 @@ class InProcessClient(ShardClient):
     returned, new creates, appends and commits fail at once (STALLED_AFTER_S).
 
     Reads run in trio worker threads, at most ``threads`` at a time per device, so one slow
-    disk cannot take every worker thread from the others."""
+    disk cannot take every worker thread from the others. A read still running after
+    STALLED_AFTER_S makes :meth:`reads_stalled` true until it returns."""
 
     def __init__(self, server: ShardServer, threads: int = 4):
         self.server = server
@@ -96,6 +104,8 @@ class InProcessClient(ShardClient):
         self._limiter = trio.CapacityLimiter(threads)
         self._writes = ThreadPoolExecutor(1, f"shard-{server.device_id}")
         self._abandoned: dict[Future, float] = {}  # call -> when it was queued
+        self._reading: dict[object, float] = {}  # read running in a thread -> when it started
+        self._reading_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop the device's write thread once its queue is done (without waiting for it)."""
@@ -138,6 +148,28 @@ class InProcessClient(ShardClient):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter,
                                              cancellable=cancellable)
 
+    async def _read(self, fn, *args):
+        """``fn(*args)`` in a worker thread, timed from when the thread starts it until it
+        returns (which may be long after an abandoned caller stopped waiting)."""
+        token = object()
+
+        def timed():
+            with self._reading_lock:
+                self._reading[token] = time.monotonic()
+            try:
+                return fn(*args)
+            finally:
+                with self._reading_lock:
+                    del self._reading[token]
+
+        # cancellable: a read that lost a hedge race is abandoned, not waited for.
+        return await self._run(timed, cancellable=True)
+
+    def reads_stalled(self) -> bool:
+        with self._reading_lock:
+            oldest = min(self._reading.values(), default=None)
+        return oldest is not None and time.monotonic() - oldest > STALLED_AFTER_S
+
     async def create(self, sid, index, header, cached=True):
         return await self._write(self.server.create, sid, index, header, cached,
                                  on_abandon=self._abort_created)
@@ -162,14 +194,12 @@ class InProcessClient(ShardClient):
         await self._write(self.server.abort, handle, new_work=False)
 
     async def read(self, sid, index, first, count):
-        # cancellable: a hedged read that lost the race is abandoned, not waited for.
-        return await self._run(self.server.read, sid, index, first, count, cancellable=True)
+        return await self._read(self.server.read, sid, index, first, count)
 
     async def read_into(self, sid, index, first, count, skip, dests):
-        # Cancellable like read: a cancelled call's thread may still write into ``dests``
-        # afterwards, so a caller that abandons the call must drop those buffers.
-        return await self._run(self.server.read_into, sid, index, first, count, skip, dests,
-                               cancellable=True)
+        # An abandoned call's thread may still write into ``dests`` afterwards, so a caller
+        # that abandons the call must drop those buffers.
+        return await self._read(self.server.read_into, sid, index, first, count, skip, dests)
 
     async def delete(self, sid, index):
         return await self._write(self.server.delete, sid, index, new_work=False)

@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import pytest
+from prometheus_client import REGISTRY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import trio
@@ -11,7 +12,7 @@ import trio
 from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
-from appliance.store import store as store_module
+from appliance.store import store as store_module, transport
 from appliance.store.repair import Repairer
 from appliance.store.store import READ_BATCH_SEGMENTS
 
@@ -203,6 +204,52 @@ async def test_writes_give_up_on_a_hung_disk(node_factory, freezable_disk, monke
         e = await write_committed(node, data)  # the disk answers again: all six shards
         assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), d2_index(e))) is None
         assert node.shard_path(e, d2_index(e)).exists()
+
+
+async def test_reads_go_around_a_hung_disk(node_factory, monkeypatch):
+    """A disk whose reads hang costs a GET one hedge delay, not one per batch: once a read
+    has gone unanswered for STALLED_AFTER_S, later reads skip the disk and decode from parity.
+    Its shards are not queued for repair (they are not known to be bad), and once the read
+    returns the disk is read again.
+
+    The hang is real: the shard file is replaced by a FIFO, whose open() blocks in the
+    kernel until a writer comes, as a read from a hung disk blocks."""
+    hedge = 2.0
+    monkeypatch.setattr(store_module, "HEDGE_AFTER_S", hedge)
+    monkeypatch.setattr(store_module, "READ_BATCH_SEGMENTS", 2)
+    monkeypatch.setattr(transport, "STALLED_AFTER_S", 0.5)
+    data = os.urandom(16 * SEGMENT_SIZE)  # 8 batches
+
+    def skipped(device) -> float:
+        return REGISTRY.get_sample_value("appliance_shard_reads_skipped_total",
+                                         {"device": device}) or 0.0
+
+    async with node_factory() as node:
+        e = await write_committed(node, data)
+        device = node.store.pools[e.pool].devices_for(e.sid)[0]  # holds data shard 0
+        client = node.store.clients[device]
+        shard = node.shard_path(e, 0)
+        os.rename(shard, f"{shard}.real")
+        os.mkfifo(shard)
+        before = skipped(device)
+        started = trio.current_time()
+        assert await read_all(node.store.read(e)) == data
+        took = trio.current_time() - started
+        # the first batch waited a hedge (no read-ahead here); the other seven did not
+        assert took < 2 * hedge, f"the GET took {took:.1f} s: it raced the hung disk again"
+        assert skipped(device) - before == 7
+        assert await node.meta.get(b"r/%s/0" % e.sid.encode()) is None
+        assert client.reads_stalled()
+
+        # The disk answers again: the hung opens return (and their reads fail, unheard).
+        writer = os.open(shard, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if nobody waits
+        os.replace(f"{shard}.real", shard)
+        os.close(writer)
+        with trio.fail_after(10):
+            while client.reads_stalled():
+                await trio.sleep(0.05)
+        assert await read_all(node.store.read(e)) == data
+        assert skipped(device) == before + 7
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
