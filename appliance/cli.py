@@ -155,6 +155,8 @@ def cmd_fsck(args) -> int:
             print(f"missing {m}")
         for c in report.corrupt:
             print(f"corrupt {c}")
+        for d in report.unavailable:
+            print(f"unavailable device {d} (not checked)")
     return 0 if report.clean else 1
 
 
@@ -173,7 +175,8 @@ def cmd_locate(args) -> int:
                     continue
                 devices = store.pools[e.pool].devices_for(e.sid)
                 shards = [{"index": i, "device": d,
-                           "path": str(store.clients[d].server.path(e.sid, i))}
+                           "path": (str(store.clients[d].server.path(e.sid, i))
+                                    if store.clients[d].available else "(unavailable)")}
                           for i, d in enumerate(devices)]
                 rows.append({"extent": n, "size": e.size, "sid": e.sid, "pool": e.pool,
                              "inline": False, "shards": shards})

@@ -26,12 +26,14 @@ class FsckReport:
     """``sid.index`` of shards a record needs that no device has (repair will rebuild them)."""
     corrupt: list[str] = field(default_factory=list)
     """``device:sid.index`` of shard files failing their checksums (only with verify=True)."""
+    unavailable: list[str] = field(default_factory=list)
+    """Devices not attached (their shards are neither listed nor counted missing)."""
     pending: int = 0
     garbage: int = 0
 
     @property
     def clean(self) -> bool:
-        return not self.orphans and not self.missing and not self.corrupt
+        return not (self.orphans or self.missing or self.corrupt or self.unavailable)
 
 
 async def fsck(meta: MetaStore, store: Store, ns: Namespace, verify: bool = False
@@ -45,6 +47,9 @@ async def fsck(meta: MetaStore, store: Store, ns: Namespace, verify: bool = Fals
                         garbage=await meta.count_prefix(b"g/"))
     present: set[tuple[str, int]] = set()
     for dev, client in store.clients.items():
+        if not client.available:
+            report.unavailable.append(dev)
+            continue
         for sid, index in await client.list_shards():
             report.shards += 1
             present.add((sid, index))
@@ -56,7 +61,8 @@ async def fsck(meta: MetaStore, store: Store, ns: Namespace, verify: bool = Fals
                 except ShardError as e:
                     report.corrupt.append(f"{dev}:{sid}.{index} ({e})")
     for sid, pool in refs.items():
+        devices = store.pools[pool].devices_for(sid)
         for index in range(store.pools[pool].spec.width):
-            if (sid, index) not in present:
+            if (sid, index) not in present and devices[index] not in report.unavailable:
                 report.missing.append(f"{sid}.{index}")
     return report

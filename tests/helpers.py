@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -215,6 +216,19 @@ def http_get(url_host: str, port: int, path: str, timeout: float = 2.0) -> tuple
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def metric_total(app, name: str, **labels) -> float:
+    """Sum of the samples of metric ``name`` at ``app``'s /metrics whose labels include
+    ``labels`` (0 when there are none)."""
+    status, body = http_get(app.host, app.port, "/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        m = re.match(r"^%s(?:\{([^}]*)\})? ([0-9.e+-]+)$" % re.escape(name), line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
 
 
 class Appliance:

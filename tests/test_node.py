@@ -2,7 +2,6 @@
 
 import http.client
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import urllib.parse
 import pytest
 
 import helpers
-from helpers import wait_for
+from helpers import metric_total, wait_for
 
 MiB = 1 << 20
 
@@ -22,18 +21,6 @@ def gateway_pids(app) -> list[int]:
     pid = app.proc.pid
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return sorted(int(p) for p in f.read().split())
-
-
-def metric_total(app, name: str, **labels) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    status, body = helpers.http_get(app.host, app.port, "/metrics")
-    assert status == 200
-    total = 0.0
-    for line in body.decode().splitlines():
-        m = re.match(r"^%s(?:\{([^}]*)\})? ([0-9.e+-]+)$" % re.escape(name), line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def test_one_gateway_process_per_core_and_metrics_count_all_of_them(appliance_factory):

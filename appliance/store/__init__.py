@@ -5,8 +5,8 @@ from .extent import SEGMENT_SIZE, Extent
 from .placement import Device
 from .shardserver import ShardServer
 from .store import INLINE_MAX, Store, StoreError, StoreReadError, StoreUnavailable
-from .transport import InProcessClient, ShardClient
+from .transport import DeviceUnavailable, InProcessClient, ShardClient, UnavailableClient
 
 __all__ = ["PoolSpec", "PoolSpecError", "SEGMENT_SIZE", "Extent", "Device", "ShardServer",
            "INLINE_MAX", "Store", "StoreError", "StoreReadError", "StoreUnavailable",
-           "InProcessClient", "ShardClient"]
+           "DeviceUnavailable", "InProcessClient", "ShardClient", "UnavailableClient"]

@@ -68,6 +68,7 @@ class Repairer:
         self.store = store
         self.bucket = TokenBucket(rate)
         self.idle_s = idle_s
+        self._after = b""  # where the next round's scan of the queue starts
 
     @property
     def rate(self) -> float:
@@ -85,9 +86,14 @@ class Repairer:
                 await self.store.wait_for_work(self.idle_s)
 
     async def repair_some(self, limit: int = 1000) -> int:
-        """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed."""
+        """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed.
+
+        Shards of an unavailable device stay queued until it is attached again. Each round
+        goes on from where the last one stopped, so that a long queue of those cannot keep
+        the others waiting."""
         meta = self.store.meta
-        entries = await meta.scan_prefix(b"r/", limit=limit)
+        entries = await meta.scan_prefix(b"r/", after=self._after, limit=limit)
+        self._after = entries[-1].key if len(entries) == limit else b""
         metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
         by_sid: dict[str, list] = defaultdict(list)
         for kv in entries:
@@ -96,6 +102,11 @@ class Repairer:
         # Most degraded first: the stripe sets with the most missing shards are closest to loss.
         for sid, kvs in sorted(by_sid.items(), key=lambda item: -len(item[1])):
             extent = Extent.from_json(json.loads(kvs[0].value)["extent"])
+            devices = self.store.pools[extent.pool].devices_for(sid)
+            kvs = [kv for kv in kvs
+                   if self.store.clients[devices[int(kv.key.split(b"/")[2])]].available]
+            if not kvs:
+                continue
             indices = sorted({int(kv.key.split(b"/")[2]) for kv in kvs})
             try:
                 await self.repair(extent, indices, kvs)

@@ -36,7 +36,7 @@ from .codec import PoolSpec, codec_for
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
 from .shardfile import ShardError
-from .transport import ShardClient, append_many
+from .transport import DeviceUnavailable, ShardClient, append_many
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,8 @@ class Store:
         self.default_pool = default_pool
         self._repair_queued: set[tuple[str, int]] = set()
         self._work = trio.Event()
+        for device, client in clients.items():
+            metrics.DEVICE_UP.labels(device).set(int(client.available))
         self._tasks: trio.Nursery | None = None
 
     @classmethod
@@ -302,7 +304,8 @@ class Store:
         size = 0
 
         def fail(index: int, e: Exception) -> None:
-            log.warning("shard %s.%d on %s failed: %s", sid, index, devices[index], e)
+            if not isinstance(e, DeviceUnavailable):  # said once, when the node started
+                log.warning("shard %s.%d on %s failed: %s", sid, index, devices[index], e)
             metrics.SHARD_FAILURES.labels(devices[index], "write", type(e).__name__).inc()
             failed.append(index)
 
@@ -609,6 +612,8 @@ class Store:
                 intents.append(kv)
         sids = {kv.key[2:].decode() for kv in intents}
         for c in self.clients.values():
+            if not c.available:  # its partial files are removed when it is attached again
+                continue
             with trio.move_on_after(SHARD_OP_TIMEOUT_S):  # a hung disk cleans up when it can
                 await c.clean_tmp(None if pid is None else sids)
         for kv in intents:

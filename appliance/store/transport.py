@@ -50,10 +50,17 @@ class ShardClient(abc.ABC):
         (head, tail). See ShardServer.read_into. Raises ShardError. After an error or a
         cancellation the contents of ``dests`` are undefined (and may still change)."""
 
+    available = True
+    """False for a device of the layout that is not attached (:class:`UnavailableClient`)."""
+
+    def close(self) -> None:
+        """Release what the client holds (threads, connections)."""
+
     def reads_stalled(self) -> bool:
         """Whether a read sent to this device has gone unanswered for over STALLED_AFTER_S
-        (a hung disk): readers then read around it instead of racing it on every call."""
-        return False
+        (a hung disk), or the device is unavailable: readers then read around it instead of
+        racing it on every call."""
+        return not self.available
 
     @abc.abstractmethod
     async def delete(self, sid: str, index: int) -> bool: ...
@@ -212,6 +219,56 @@ class InProcessClient(ShardClient):
 
     async def clean_tmp(self, sids=None):
         return await self._write(self.server.clean_tmp, sids, new_work=False)
+
+
+class DeviceUnavailable(OSError):
+    """The device is not attached: its disk was missing, or not this node's, at start."""
+
+
+class UnavailableClient(ShardClient):
+    """A device of the layout that could not be attached (``reason``): every call fails at
+    once with DeviceUnavailable, so writes go on without it and reads go around it, and
+    nothing is ever written in its place (say, to the empty mount point of a disk that is
+    not mounted)."""
+
+    available = False
+
+    def __init__(self, device_id: str, reason: str):
+        self.device_id, self.reason = device_id, reason
+
+    def _fail(self):
+        raise DeviceUnavailable(errno.ENODEV, f"device {self.device_id} is unavailable: "
+                                f"{self.reason}")
+
+    async def create(self, sid, index, header, cached=True):
+        self._fail()
+
+    async def append(self, handle, fragments):
+        self._fail()
+
+    async def commit(self, handle):
+        self._fail()
+
+    async def abort(self, handle):
+        self._fail()
+
+    async def read(self, sid, index, first, count):
+        self._fail()
+
+    async def read_into(self, sid, index, first, count, skip, dests):
+        self._fail()
+
+    async def delete(self, sid, index):
+        self._fail()
+
+    async def verify(self, sid, index):
+        self._fail()
+
+    async def list_shards(self):
+        self._fail()
+
+    async def clean_tmp(self, sids=None):
+        self._fail()
 
 
 async def wait_futures(futures: list[Future]) -> None:

@@ -11,7 +11,7 @@ import trio
 
 from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
-from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError
+from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError, UnavailableClient
 from appliance.store import store as store_module, transport
 from appliance.store.repair import Repairer
 from appliance.store.store import READ_BATCH_SEGMENTS
@@ -250,6 +250,33 @@ async def test_reads_go_around_a_hung_disk(node_factory, monkeypatch):
                 await trio.sleep(0.05)
         assert await read_all(node.store.read(e)) == data
         assert skipped(device) == before + 7
+
+
+async def test_repair_leaves_an_unavailable_devices_shards_queued_and_goes_on(node_factory,
+                                                                              caplog):
+    """Shards queued for a device that is not attached are not tried; they stay queued, and a
+    queue of them longer than one round does not keep other shards from their repair."""
+    async with node_factory() as node:
+        extents = sorted([await write_committed(node, os.urandom(MiB + n)) for n in range(4)],
+                         key=lambda e: e.sid)
+        attached = node.clients["d5"]
+        node.clients["d5"] = UnavailableClient("d5", "not mounted")
+        try:
+            for e in extents[:3]:  # queued first (keys in sid order), all for d5
+                await node.store.queue_repair(
+                    e, node.store.pools[e.pool].devices_for(e.sid).index("d5"), "d5 is away")
+            last = extents[3]
+            lost = next(i for i, d in enumerate(node.store.pools[last.pool].devices_for(last.sid))
+                        if d != "d5")
+            os.unlink(node.shard_path(last, lost))
+            await node.store.queue_repair(last, lost, "missing")
+            repairer = Repairer(node.store)
+            assert [await repairer.repair_some(limit=2) for _ in range(2)] == [0, 1]
+            assert node.shard_path(last, lost).exists()
+            assert await node.meta.count_prefix(b"r/") == 3
+            assert not [r for r in caplog.records if "failed" in r.getMessage()]  # not tried
+        finally:
+            node.clients["d5"] = attached
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
