@@ -2,7 +2,8 @@
 referenced?
 
 A stripe set is *referenced* when an object record or an uploaded part points at it, or it is
-accounted for by the store (a pending write ``w/``, garbage waiting for collection ``g/``).
+accounted for by the store (a pending write ``w/``, garbage waiting for collection ``g/``, a
+shard delete deferred until its device is attached ``d/``).
 A shard file of any other stripe set is an orphan: space that nothing will ever free.
 """
 
@@ -42,6 +43,7 @@ async def fsck(meta: MetaStore, store: Store, ns: Namespace, verify: bool = Fals
     read every shard and check all its checksums (a scrub)."""
     refs = {e.sid: e.pool async for e in ns.referenced_extents() if e.sid}
     accounted = {kv.key[2:].decode() for p in (b"w/", b"g/") for kv in await meta.scan_prefix(p)}
+    accounted |= {kv.key.split(b"/")[2].decode() for kv in await meta.scan_prefix(b"d/")}
     report = FsckReport(stripe_sets=len(refs),
                         pending=await meta.count_prefix(b"w/"),
                         garbage=await meta.count_prefix(b"g/"))

@@ -67,6 +67,15 @@ that meets a hung disk is slow but not failed."""
 DEFAULT_PG_COUNT = 256
 
 
+def _deferred_delete_key(device: str, sid: str = "", index: int | None = None) -> bytes:
+    """``d/<device>/<sid>/<index>``: a shard to delete once ``device`` is attached; without
+    ``sid``, the prefix of the device's entries."""
+    key = f"d/{device}/"
+    if sid:
+        key += f"{sid}/{index}"
+    return key.encode()
+
+
 class StoreError(Exception):
     pass
 
@@ -627,7 +636,12 @@ class Store:
         return len(intents)
 
     async def collect_garbage(self, limit: int = 100) -> int:
-        """Delete the shards of up to ``limit`` released stripe sets; returns how many."""
+        """Delete the shards of up to ``limit`` released stripe sets; returns how many stripe
+        sets and deferred shard deletes were done.
+
+        A shard on an unavailable device cannot be deleted now: a ``d/<device>/<sid>/<index>``
+        entry replaces the stripe set's ``g/`` one, and is done once the device is attached
+        again (rather than left behind as an orphan)."""
         entries = await self.meta.scan_prefix(b"g/", limit=limit)
         metrics.GC_BACKLOG.set(await self.meta.count_prefix(b"g/"))
         for kv in entries:
@@ -638,7 +652,29 @@ class Store:
             # and removes the shard it wrote (see Repairer).
             for r in await self.meta.scan_prefix(b"r/" + sid.encode() + b"/"):
                 await self.meta.delete(r.key)
+            deferred = []
             if p is not None:
-                await self._destroy(p, sid, list(range(p.spec.width)))
-            await self.meta.txn([Compare(kv.key, kv.mod_rev)], [Delete(kv.key)])
-        return len(entries)
+                devices = p.devices_for(sid)
+                here = [i for i, d in enumerate(devices) if self.clients[d].available]
+                await self._destroy(p, sid, here)
+                deferred = [Put(_deferred_delete_key(d, sid, i), b"")
+                            for i, d in enumerate(devices) if i not in here]
+            await self.meta.txn([Compare(kv.key, kv.mod_rev)], [Delete(kv.key), *deferred])
+        return len(entries) + await self._collect_deferred(limit)
+
+    async def _collect_deferred(self, limit: int) -> int:
+        """Do up to ``limit`` deferred shard deletes of each attached device."""
+        done = 0
+        for device, client in self.clients.items():
+            if not client.available:
+                continue
+            for kv in await self.meta.scan_prefix(_deferred_delete_key(device), limit=limit):
+                _, _, sid, index = kv.key.decode().split("/")
+                try:
+                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                        await client.delete(sid, int(index))
+                except (OSError, ShardError, trio.TooSlowError) as e:  # as _destroy
+                    log.warning("could not delete shard %s.%s on %s: %s", sid, index, device, e)
+                await self.meta.delete(kv.key)
+                done += 1
+        return done

@@ -50,18 +50,6 @@ class ShardClient(abc.ABC):
         (head, tail). See ShardServer.read_into. Raises ShardError. After an error or a
         cancellation the contents of ``dests`` are undefined (and may still change)."""
 
-    available = True
-    """False for a device of the layout that is not attached (:class:`UnavailableClient`)."""
-
-    def close(self) -> None:
-        """Release what the client holds (threads, connections)."""
-
-    def reads_stalled(self) -> bool:
-        """Whether a read sent to this device has gone unanswered for over STALLED_AFTER_S
-        (a hung disk), or the device is unavailable: readers then read around it instead of
-        racing it on every call."""
-        return not self.available
-
     @abc.abstractmethod
     async def delete(self, sid: str, index: int) -> bool: ...
 
@@ -74,6 +62,18 @@ class ShardClient(abc.ABC):
     @abc.abstractmethod
     async def clean_tmp(self, sids: set[str] | None = None) -> int:
         """Remove partial shard files: all (no write in flight), or those of ``sids``."""
+
+    available = True
+    """False for a device of the layout that is not attached (:class:`UnavailableClient`)."""
+
+    def close(self) -> None:
+        """Release what the client holds (threads, connections)."""
+
+    def reads_stalled(self) -> bool:
+        """Whether a read sent to this device has gone unanswered for over STALLED_AFTER_S
+        (a hung disk), or the device is unavailable: readers then read around it instead of
+        racing it on every call."""
+        return not self.available
 
 
 STALLED_AFTER_S = 1.0

@@ -153,12 +153,14 @@ def test_a_disk_missing_at_start_is_never_written_in_its_place(appliance_factory
     """A disk that is not mounted at start (its mount point left empty) is not attached: the
     node serves from the other five, writes nothing in its place, and says so (log, metric,
     fsck). Its shards of new objects wait in the repair queue, and are rebuilt once the disk
-    is back."""
+    is back; its shards of deleted objects are deleted then."""
     app = appliance_factory()
     s3 = app.boto3_client()
     s3.create_bucket(Bucket="degraded")
     old, new = os.urandom(9 * MiB + 1), os.urandom(7 * MiB + 3)
     s3.put_object(Bucket="degraded", Key="old", Body=old)
+    (old_on_d2,) = [s["path"] for s in locate(app, "degraded", "old")[0]["shards"]
+                    if s["device"] == "d2"]
     app.stop()
     disk = app.data_dir / "disks" / "disk2"
     away = app.data_dir / "disk2.unmounted"
@@ -184,13 +186,18 @@ def test_a_disk_missing_at_start_is_never_written_in_its_place(appliance_factory
     queued = sum(s["device"] == "d2" for s in extent["shards"])  # 0 or 1 (placement)
     assert app.cli("repair", json_output=True)["backlog"] == queued
     assert not re.search(r"repair of \S+ \[\d+\] failed", app.logs())  # not tried
+    s3.delete_object(Bucket="degraded", Key="old")  # its shard on d2 is deleted later
+    wait_for(lambda: metric_total(app, "appliance_gc_backlog") == 0, what="GC")
+    assert app.fsck()["orphans"] == []
 
     app.stop()
     disk.rmdir()
     away.rename(disk)
+    assert os.path.exists(old_on_d2)
     app.start()
     assert metric_total(app, "appliance_device_up", device="d2") == 1
     wait_for(lambda: app.cli("repair", json_output=True)["backlog"] == 0, what="repair")
+    wait_for(lambda: not os.path.exists(old_on_d2), what="the deferred delete")
     assert app.fsck("--verify")["clean"]
 
 
