@@ -236,9 +236,9 @@ class Store:
         self.default_pool = default_pool
         self._repair_queued: set[tuple[str, int]] = set()
         self._work = trio.Event()
+        self._tasks: trio.Nursery | None = None
         for device, client in clients.items():
             metrics.DEVICE_UP.labels(device).set(int(client.available))
-        self._tasks: trio.Nursery | None = None
 
     @classmethod
     async def open(cls, meta: MetaStore, clients: dict[str, ShardClient], pool: str = "ec:4+2",
@@ -521,8 +521,8 @@ class Store:
                               exclude: frozenset[int], placement: _Placement | None = None
                               ) -> dict[int, list[bytes] | _PlacedShard]:
         """Verified fragments from K shards, data shards first, racing parity against failures
-        and slowness, and reading around devices whose reads hang. With a ``placement``, data shards are read into its buffers and come
-        back as :class:`_PlacedShard`."""
+        and slowness, and reading around devices whose reads hang. With a ``placement``, data
+        shards are read into its buffers and come back as :class:`_PlacedShard`."""
         k, width = p.spec.k, p.spec.width
         devices = p.devices_for(extent.sid)
         order = [i for i in range(width) if i not in exclude]
