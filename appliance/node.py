@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from .accounts import Accounts
+from .durable import write_json
 from .gateway import listen_socket, wait_for_signal
 from .meta import SqliteMeta
 from .namespace import Namespace
@@ -51,7 +52,7 @@ class Layout:
     node_id: str = ""
 
     def save(self, path: Path) -> None:
-        _write_json(path, {"node_id": self.node_id, "disks": self.disks, "pool": self.pool})
+        write_json(path, {"node_id": self.node_id, "disks": self.disks, "pool": self.pool})
 
 
 DISK_LABEL = "appliance-disk.json"
@@ -64,21 +65,6 @@ the same way)."""
 
 def meta_path(data_dir: Path) -> Path:
     return data_dir / "meta.db"
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Write ``path`` whole or not at all (temporary file, fsync, rename, fsync of the dir)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(value, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_label(disk: Path) -> dict | None:
@@ -157,7 +143,7 @@ def load_or_create_layout(data_dir: Path, disks: list[str] | None, pool: str | N
 
 def _label_disks(layout: Layout, indices) -> None:
     for i in indices:
-        _write_json(Path(layout.disks[i]) / DISK_LABEL,
+        write_json(Path(layout.disks[i]) / DISK_LABEL,
                     {"node_id": layout.node_id, "device": f"d{i}"})
 
 

@@ -99,15 +99,18 @@ class Repairer:
         for kv in entries:
             by_sid[kv.key.split(b"/")[1].decode()].append(kv)
         fixed = 0
+
+        def index_of(kv) -> int:  # r/<sid>/<index>
+            return int(kv.key.split(b"/")[2])
+
         # Most degraded first: the stripe sets with the most missing shards are closest to loss.
         for sid, kvs in sorted(by_sid.items(), key=lambda item: -len(item[1])):
             extent = Extent.from_json(json.loads(kvs[0].value)["extent"])
             devices = self.store.pools[extent.pool].devices_for(sid)
-            kvs = [kv for kv in kvs
-                   if self.store.clients[devices[int(kv.key.split(b"/")[2])]].available]
+            kvs = [kv for kv in kvs if self.store.clients[devices[index_of(kv)]].available]
             if not kvs:
                 continue
-            indices = sorted({int(kv.key.split(b"/")[2]) for kv in kvs})
+            indices = sorted({index_of(kv) for kv in kvs})
             try:
                 await self.repair(extent, indices, kvs)
                 fixed += len(indices)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..crc32c import crc32c, crc32c_at
+from ..durable import fsync_dir
 
 from .directio import DirectAppender, StagingPool, open_direct
 from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFound,
@@ -155,7 +156,7 @@ class ShardServer:
         except BaseException:
             st.tmp.unlink(missing_ok=True)
             raise
-        self._fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def abort(self, handle: int) -> None:
         st = self._open.pop(handle, None)
@@ -174,14 +175,6 @@ class ShardServer:
         if st.direct is not None:
             st.direct.close()
         os.close(st.fd)
-
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, sid: str, index: int, first: int, count: int) -> list[memoryview]:

@@ -413,11 +413,15 @@ class Store:
     async def _destroy(self, p: Pool, sid: str, indices: list[int]) -> None:
         devices = p.devices_for(sid)
         for i in indices:
-            try:
-                with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                    await self.clients[devices[i]].delete(sid, i)
-            except (OSError, ShardError, trio.TooSlowError) as e:
-                log.warning("could not delete shard %s.%d: %s", sid, i, e)
+            await self._delete_shard(devices[i], sid, i)
+
+    async def _delete_shard(self, device: str, sid: str, index: int) -> None:
+        """Delete one shard file; a failure is logged (the file is left as an orphan)."""
+        try:
+            with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                await self.clients[device].delete(sid, index)
+        except (OSError, ShardError, trio.TooSlowError) as e:
+            log.warning("could not delete shard %s.%d on %s: %s", sid, index, device, e)
 
     def commit_ops(self, extents: list[Extent]) -> list:
         """Metadata ops that make ``extents`` referenced: add them to the committing txn."""
@@ -670,11 +674,7 @@ class Store:
                 continue
             for kv in await self.meta.scan_prefix(_deferred_delete_key(device), limit=limit):
                 _, _, sid, index = kv.key.decode().split("/")
-                try:
-                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                        await client.delete(sid, int(index))
-                except (OSError, ShardError, trio.TooSlowError) as e:  # as _destroy
-                    log.warning("could not delete shard %s.%s on %s: %s", sid, index, device, e)
+                await self._delete_shard(device, sid, int(index))
                 await self.meta.delete(kv.key)
                 done += 1
         return done
