@@ -222,7 +222,7 @@ def metric_total(app, name: str, **labels) -> float:
     """Sum of the samples of metric ``name`` at ``app``'s /metrics whose labels include
     ``labels`` (0 when there are none)."""
     status, body = http_get(app.host, app.port, "/metrics")
-    assert status == 200
+    assert status == 200, (status, body[-2000:])
     total = 0.0
     for line in body.decode().splitlines():
         m = re.match(r"^%s(?:\{([^}]*)\})? ([0-9.e+-]+)$" % re.escape(name), line)

@@ -13,6 +13,7 @@ sets it) each writes its samples there and :func:`exposition` merges them, so an
 answers /metrics for the whole node (prometheus-client's multiprocess mode).
 """
 
+import glob
 import os
 
 import prometheus_client
@@ -29,10 +30,31 @@ IN_FLIGHT = Gauge("appliance_s3_requests_in_flight", "S3 requests being served",
                   multiprocess_mode="livesum")
 
 
+class _NodeCollector(multiprocess.MultiProcessCollector):
+    """The multiprocess collector without the files other processes are creating right now.
+
+    prometheus-client 0.16 creates a process's file empty and sizes it a moment later
+    (``MmapedDict.__init__``); reading it in between raises struct.error, which turned a
+    /metrics request racing a gateway's first samples into a 500. A file under 8 bytes holds
+    no samples yet, so leaving it out loses nothing.
+    """
+
+    def collect(self):
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _has_header(f)]
+        return self.merge(files, accumulate=True)
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8
+    except FileNotFoundError:  # a dead process's live gauge, removed after the glob
+        return False
+
+
 def exposition() -> bytes:
     """Every metric of this node in the Prometheus text format."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _NodeCollector(registry)
         return prometheus_client.generate_latest(registry)
     return prometheus_client.generate_latest()
