@@ -224,6 +224,44 @@ def cmd_repair(args) -> int:
     return 0
 
 
+def cmd_disk(args) -> int:
+    from . import disks
+    from .store import repair
+
+    data_dir = Path(args.data_dir)
+
+    async def go():
+        meta = _meta(args)
+        try:
+            if args.action == "replace":
+                # The mark goes first: a crash before the label leaves a rebuild that waits
+                # for the disk, never a labelled disk nobody rebuilds.
+                disks.replace_disk(data_dir, args.device, args.path, check_only=True)
+                await repair.request_rebuild(meta, args.device)
+                disks.replace_disk(data_dir, args.device, args.path)
+            return await repair.rebuilds_requested(meta)
+        finally:
+            await meta.aclose()
+
+    try:
+        rebuilding = trio.run(go)
+        layout = disks.load_layout(data_dir)
+    except disks.SetupError as e:
+        print(f"appliance: {e}", file=sys.stderr)
+        return 1
+    problems = disks.probe(layout)
+    rows = [{"device": f"d{i}", "path": path, "disk": problems[i][0] or "ok",
+             "rebuild": "queued" if f"d{i}" in rebuilding else ""}
+            for i, path in enumerate(layout.disks)
+            if args.action == "list" or f"d{i}" == args.device]
+    _emit(args, rows, ["device", "path", "disk", "rebuild"])
+    if args.action == "replace" and not args.json:
+        print(f"\n{args.device} takes the new disk within {disks.DISK_CHECK_S:g} s in a running "
+              "node (or at the next start); its shards are then rebuilt from the other disks "
+              "(`appliance repair` shows the backlog).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -279,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--rate", type=float, help="new repair rate in MB/s for running nodes "
                                                 "(0: unlimited)")
     rep.set_defaults(fn=cmd_repair)
+
+    disk = sub.add_parser("disk", help="list the node's disks; replace a failed one")
+    dsub = disk.add_subparsers(dest="action", required=True)
+    data_dir(dsub.add_parser("list"))
+    sp = dsub.add_parser("replace", help="take a new, empty disk for DEVICE and rebuild "
+                                         "its shards onto it (the node may be running)")
+    sp.add_argument("device", help="the device whose disk was replaced (d0, d1, ...)")
+    sp.add_argument("--path", help="where the new disk is mounted (default: the old disk's "
+                                   "path)")
+    data_dir(sp)
+    disk.set_defaults(fn=cmd_disk)
 
     loc = sub.add_parser("locate", help="show where an object's shards are stored")
     loc.add_argument("bucket")

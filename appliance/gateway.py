@@ -76,7 +76,8 @@ async def serve(cfg: dict) -> None:
     connbalance.install(connbalance.ConnectionTable(cfg["conn_table_fd"], cfg["workers"],
                                                     cfg["slot"]))
     sock = socket.socket(fileno=cfg["listen_fd"])
-    async with open_node(Path(cfg["data_dir"])) as (meta, store, ns, accounts):
+    async with open_node(Path(cfg["data_dir"]), watch_disks=True) as (meta, store, ns,
+                                                                        accounts):
         hc = hypercorn.config.Config()
         hc.bind = [f"fd://{sock.fileno()}"]
         hc.accesslog = None

@@ -4,7 +4,7 @@ State under the data directory::
 
     appliance.json   layout chosen on first start (node id, disks, pool) - later starts
                      must match
-    DISK/appliance-disk.json   on every disk: which node and device it is (DISK_LABEL)
+    DISK/appliance-disk.json   on every disk: which node and device it is (appliance.disks)
     meta.db          SQLite metadata (WAL)
     credentials      the root access key, AWS shared-credentials format, mode 0600
     disks/disk0..5   stand-in data disks when --disks is not given
@@ -15,136 +15,30 @@ State under the data directory::
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
-import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from .accounts import Accounts
-from .durable import write_json
+from .disks import Devices, SetupError, load_or_create_layout
 from .gateway import listen_socket, wait_for_signal
 from .meta import SqliteMeta
 from .namespace import Namespace
-from .store import Device, InProcessClient, PoolSpec, ShardServer, Store, UnavailableClient
+from .store import Device, Store
 from .store.repair import Repairer
 from .supervisor import GatewayPool
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DISKS = 6
 ROOT_USER = "root"
-
-
-class SetupError(Exception):
-    """The data directory cannot be used as asked (layout mismatch, locked, bad path)."""
-
-
-@dataclass
-class Layout:
-    disks: list[str]
-    pool: str = "ec:4+2"
-    node_id: str = ""
-
-    def save(self, path: Path) -> None:
-        write_json(path, {"node_id": self.node_id, "disks": self.disks, "pool": self.pool})
-
-
-DISK_LABEL = "appliance-disk.json"
-"""On every disk, written on first start: {"node_id", "device"}. A disk is attached only if
-its label names this node and the device at its place in the layout, so that a disk that is
-not mounted (its empty mount point), another node's disk, or two disks mounted at each
-other's paths are never written to (Ceph's OSDs check their ``whoami`` and ``fsid`` files
-the same way)."""
 
 
 def meta_path(data_dir: Path) -> Path:
     return data_dir / "meta.db"
-
-
-def read_label(disk: Path) -> dict | None:
-    try:
-        return json.loads((disk / DISK_LABEL).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise SetupError(f"cannot read the label of disk {disk}: {e}") from e
-
-
-def disk_problem(layout: Layout, index: int) -> str | None:
-    """Why disk ``index`` of ``layout`` cannot be attached, or None if it can."""
-    disk = Path(layout.disks[index])
-    if not disk.is_dir():
-        return f"{disk} is not a directory"
-    try:
-        label = read_label(disk)
-    except SetupError as e:
-        return str(e)
-    if label is None:
-        return f"{disk} has no {DISK_LABEL} (is the disk mounted?)"
-    want = {"node_id": layout.node_id, "device": f"d{index}"}
-    if {k: label.get(k) for k in want} != want:
-        return f"{disk} is labelled {label}, not {want}"
-    return None
-
-
-def load_or_create_layout(data_dir: Path, disks: list[str] | None, pool: str | None) -> Layout:
-    """The layout recorded on first start; raises SetupError when arguments contradict it.
-
-    On first start every disk is labelled (DISK_LABEL): the stand-in directories are
-    created, while ``disks`` must exist and must not belong to another node."""
-    cfg = data_dir / "appliance.json"
-    if cfg.exists():
-        saved = json.loads(cfg.read_text())
-        layout = Layout(saved["disks"], saved["pool"], saved.get("node_id", ""))
-        if disks and [str(Path(d).resolve()) for d in disks] != layout.disks:
-            raise SetupError(f"{data_dir} was set up with disks {layout.disks}; changing the "
-                             "disk layout is not supported yet")
-        if pool and PoolSpec.parse(pool).name != layout.pool:
-            raise SetupError(f"{data_dir} was set up with pool {layout.pool}, not {pool}")
-        if not layout.node_id:  # set up before disks had labels: label those that are here
-            layout.node_id = uuid.uuid4().hex
-            _label_disks(layout, [i for i, d in enumerate(layout.disks)
-                                  if (Path(d) / "shards").is_dir()])
-            layout.save(cfg)
-        return layout
-    spec = PoolSpec.parse(pool or "ec:4+2")
-    if disks:
-        paths = [str(Path(d).resolve()) for d in disks]
-        for path in paths:
-            if not Path(path).is_dir():
-                raise SetupError(f"disk {path} is not a directory")
-    else:
-        paths = [str((data_dir / "disks" / f"disk{i}").resolve()) for i in range(DEFAULT_DISKS)]
-        for path in paths:
-            Path(path).mkdir(parents=True, exist_ok=True)
-    if len(set(paths)) != len(paths):
-        raise SetupError("the same disk is named twice")
-    # A first start that crashed after labelling some disks left its node id behind.
-    pending = cfg.with_name("appliance.json.node")
-    node_id = pending.read_text().strip() if pending.exists() else uuid.uuid4().hex
-    pending.write_text(node_id)
-    layout = Layout(paths, spec.name, node_id)
-    for path in paths:
-        label = read_label(Path(path))
-        if label is not None and label.get("node_id") != node_id:
-            raise SetupError(f"disk {path} belongs to another appliance ({label}); wipe it "
-                             "to use it here")
-    _label_disks(layout, range(len(paths)))
-    layout.save(cfg)
-    pending.unlink()
-    return layout
-
-
-def _label_disks(layout: Layout, indices) -> None:
-    for i in indices:
-        write_json(Path(layout.disks[i]) / DISK_LABEL,
-                    {"node_id": layout.node_id, "device": f"d{i}"})
 
 
 def write_credentials(path: Path, akid: str, secret: str) -> None:
@@ -157,32 +51,29 @@ def write_credentials(path: Path, akid: str, secret: str) -> None:
 
 
 @asynccontextmanager
-async def open_node(data_dir: Path, disks: list[str] | None = None, pool: str | None = None):
+async def open_node(data_dir: Path, disks: list[str] | None = None, pool: str | None = None,
+                    watch_disks: bool = False):
     """Open the node's metadata and store (creating them on first start); yields
-    (meta, store, namespace, accounts)."""
+    (meta, store, namespace, accounts). ``watch_disks``: for a process that serves, keep the
+    store's devices in step with the disks (:meth:`Devices.watch`) until the block exits."""
     data_dir.mkdir(parents=True, exist_ok=True)
     layout = load_or_create_layout(data_dir, disks, pool)
     meta = SqliteMeta(str(meta_path(data_dir)))
-    servers: list[ShardServer] = []
-    clients: dict[str, InProcessClient] = {}
+    devices = None
     try:
-        for i, path in enumerate(layout.disks):
-            device = f"d{i}"
-            problem = disk_problem(layout, i)
-            if problem is None:
-                servers.append(ShardServer(path, device))
-                clients[device] = InProcessClient(servers[-1])
-            else:
-                log.error("device %s is unavailable: %s; running without it", device, problem)
-                clients[device] = UnavailableClient(device, problem)
-        store = await Store.open(meta, clients, layout.pool,
-                                 devices=[Device(d) for d in clients])
-        yield meta, store, Namespace(meta, store), Accounts(meta)
+        devices = Devices(data_dir, layout)
+        store = await Store.open(meta, devices.clients, layout.pool,
+                                 devices=[Device(d) for d in devices.clients])
+        async with trio.open_nursery() as nursery:
+            if watch_disks:
+                nursery.start_soon(devices.watch, store)
+            try:
+                yield meta, store, Namespace(meta, store), Accounts(meta)
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
-        for client in clients.values():
-            client.close()
-        for server in servers:
-            server.close()
+        if devices is not None:
+            devices.close()
         await meta.aclose()
 
 
@@ -251,7 +142,8 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
         except OSError as e:
             raise SetupError(f"cannot listen on {s3_bind}: {e.strerror or e}") from None
         _reset_metrics_dir()
-        async with open_node(data_dir, disks, pool) as (meta, store, ns, accounts):
+        async with open_node(data_dir, disks, pool, watch_disks=True) as (meta, store, ns,
+                                                                          accounts):
             created = await ensure_root_credentials(accounts, data_dir)
             if created:
                 print(f"root access key created (also in {data_dir / 'credentials'}):\n"
@@ -270,7 +162,8 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
                 await nursery.start(store.run)
-                nursery.start_soon(Repairer(store, rate=repair_rate).run)
+                nursery.start_soon(Repairer(store, rate=repair_rate,
+                                            referenced=ns.referenced_extents).run)
                 nursery.start_soon(wait_for_signal, stop, "shutting down")
                 await gateways.start()
                 print(f"S3 endpoint http://{s3_bind} ({gateways.count} gateway processes, "

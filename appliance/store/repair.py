@@ -1,5 +1,8 @@
 """Background work of the store: rewriting broken shards and collecting garbage.
 
+A device whose disk was replaced (``appliance disk replace``) is marked for rebuild
+(:func:`request_rebuild`); once it is attached, every shard placed on it is queued for repair.
+
 Repair takes stripe sets most-degraded first (the fewer healthy shards left, the sooner), reads
 K healthy shards segment by segment, rebuilds the missing fragments and writes them as new
 shard files. Its speed is capped by ``rate`` bytes/s (a runtime knob, 0 = unlimited), and
@@ -10,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
@@ -58,16 +63,36 @@ async def set_rate(meta, rate: float) -> None:
     await meta.put(RATE_KEY, json.dumps(rate).encode())
 
 
+REBUILD_PREFIX = b"c/rebuild/"
+"""``c/rebuild/<device>``: every shard placed on the device is to be rebuilt (its disk was
+replaced); cleared once the node's repair worker has queued them all."""
+
+
+async def request_rebuild(meta, device: str) -> None:
+    """Mark ``device`` for rebuild: the running node (or the next to start) queues a repair
+    of every shard placed on it as soon as the device is attached."""
+    await meta.put(REBUILD_PREFIX + device.encode(), json.dumps({"t": time.time()}).encode())
+
+
+async def rebuilds_requested(meta) -> list[str]:
+    """Devices marked for rebuild whose shards are not queued yet."""
+    return [kv.key[len(REBUILD_PREFIX):].decode() for kv in await meta.scan_prefix(REBUILD_PREFIX)]
+
+
 class Repairer:
     """Runs repair and garbage collection for ``store`` until cancelled.
 
     ``rate`` (bytes/s) applies until a rate is set at run time with :func:`set_rate`
-    (``appliance repair --rate``); the worker re-reads it before each round."""
+    (``appliance repair --rate``); the worker re-reads it before each round. ``referenced``
+    lists every extent the layer above points at (Namespace.referenced_extents); without it
+    rebuild marks wait."""
 
-    def __init__(self, store: Store, rate: float = 200e6, idle_s: float = 1.0):
+    def __init__(self, store: Store, rate: float = 200e6, idle_s: float = 1.0,
+                 referenced: Callable[[], AsyncIterator[Extent]] | None = None):
         self.store = store
         self.bucket = TokenBucket(rate)
         self.idle_s = idle_s
+        self.referenced = referenced
         self._after = b""  # where the next round's scan of the queue starts
 
     @property
@@ -81,9 +106,44 @@ class Repairer:
                 self.bucket.rate = runtime
             metrics.REPAIR_RATE.set(self.bucket.rate)
             did = await self.store.collect_garbage()
+            did += await self.queue_rebuilds()
             did += await self.repair_some()
             if not did:
                 await self.store.wait_for_work(self.idle_s)
+
+    async def queue_rebuilds(self, batch: int = 1000) -> int:
+        """Queue a repair of every referenced shard placed on an attached device marked for
+        rebuild and not on it yet, then clear the mark; returns the shards queued.
+
+        Runs in the same loop as garbage collection, never during it: a stripe set released
+        while this lists has its repair entries removed by the next collection (which
+        deletes them before the shards)."""
+        meta, store = self.store.meta, self.store
+        queued = 0
+        for mark in await meta.scan_prefix(REBUILD_PREFIX):
+            device = mark.key[len(REBUILD_PREFIX):].decode()
+            client = store.clients.get(device)
+            if self.referenced is None or client is None or not client.available:
+                continue
+            present = set(await client.list_shards())
+            todo: list[tuple[Extent, int]] = []
+            n = 0
+            async for extent in self.referenced():
+                if not extent.sid or extent.pool not in store.pools:
+                    continue
+                for index, d in enumerate(store.pools[extent.pool].devices_for(extent.sid)):
+                    if d == device and (extent.sid, index) not in present:
+                        todo.append((extent, index))
+                if len(todo) >= batch:
+                    await store.queue_repairs(todo, "disk replaced")
+                    n, todo = n + len(todo), []
+            await store.queue_repairs(todo, "disk replaced")
+            n += len(todo)
+            await meta.txn([Compare(mark.key, mark.mod_rev)], [Delete(mark.key)])
+            log.warning("device %s: its disk was replaced, %d shards queued for rebuild",
+                        device, n)
+            queued += n
+        return queued
 
     async def repair_some(self, limit: int = 1000) -> int:
         """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed.

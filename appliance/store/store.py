@@ -225,6 +225,12 @@ def _j(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _repair_entry(extent: Extent, index: int, reason: str) -> Put:
+    """``r/<sid>/<index>``: shard ``index`` of ``extent`` is to be rewritten."""
+    return Put(b"r/%s/%d" % (extent.sid.encode(), index),
+               _j({"extent": extent.to_json(), "reason": reason, "t": time.time()}))
+
+
 class Store:
     """Use :meth:`Store.open`. ``clients`` maps device id to its :class:`ShardClient`."""
 
@@ -239,6 +245,13 @@ class Store:
         self._tasks: trio.Nursery | None = None
         for device, client in clients.items():
             metrics.DEVICE_UP.labels(device).set(int(client.available))
+
+    def set_client(self, device: str, client: ShardClient) -> None:
+        """Reach ``device`` through ``client`` from now on (a disk attached, detached or
+        replaced while running). Writes in flight keep the client they started with."""
+        self.clients[device] = client
+        metrics.DEVICE_UP.labels(device).set(int(client.available))
+        self._work.set()  # repair and deferred deletes may now reach the device
 
     @classmethod
     async def open(cls, meta: MetaStore, clients: dict[str, ShardClient], pool: str = "ec:4+2",
@@ -600,9 +613,14 @@ class Store:
             return
         self._repair_queued.add((extent.sid, index))
         log.info("queue repair of %s.%d: %s", extent.sid, index, reason)
-        await self.meta.put(b"r/%s/%d" % (extent.sid.encode(), index),
-                            _j({"extent": extent.to_json(), "reason": reason, "t": time.time()}))
+        await self.meta.txn([], [_repair_entry(extent, index, reason)])
         self._work.set()
+
+    async def queue_repairs(self, shards: list[tuple[Extent, int]], reason: str) -> None:
+        """:meth:`queue_repair` for many (extent, index) pairs in one metadata transaction."""
+        if shards:
+            await self.meta.txn([], [_repair_entry(e, i, reason) for e, i in shards])
+            self._work.set()
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until repair or garbage collection work is queued, or ``timeout`` seconds."""

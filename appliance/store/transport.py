@@ -125,7 +125,11 @@ class InProcessClient(ShardClient):
         if new_work and (age := self._stalled_for()):
             raise DeviceStalled(errno.ETIMEDOUT, f"device {self.device_id} has not returned "
                                 f"from a call made {age:.0f} s ago")
-        return self._writes.submit(fn, *args)
+        try:
+            return self._writes.submit(fn, *args)
+        except RuntimeError:  # closed: the device was detached under a write in flight
+            raise DeviceUnavailable(errno.ENODEV, f"device {self.device_id} was detached") \
+                from None
 
     def abandon(self, future: Future, queued: float) -> None:
         """Nobody waits for ``future`` (queued at ``queued``, time.monotonic) any more."""
@@ -185,7 +189,7 @@ class InProcessClient(ShardClient):
         if future.exception() is None:
             try:
                 self.submit(self.server.abort, future.result())
-            except RuntimeError:  # closed: the next start's clean_tmp removes the file
+            except DeviceUnavailable:  # closed: the next start's clean_tmp removes the file
                 pass
 
     async def append(self, handle, fragments):
@@ -222,7 +226,8 @@ class InProcessClient(ShardClient):
 
 
 class DeviceUnavailable(OSError):
-    """The device is not attached: its disk was missing, or not this node's, at start."""
+    """The device is not attached: its disk is missing or not this node's, or it was
+    detached (appliance.disks)."""
 
 
 class UnavailableClient(ShardClient):
