@@ -54,6 +54,24 @@ def assert_all_exact(s3, bucket: str, objects: dict[str, bytes]) -> None:
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
 
 
+def assert_exact_without(app, s3, bucket: str, objects: dict[str, bytes],
+                         lost: tuple[str, str]) -> None:
+    """Delete every shard on the two devices ``lost`` (M of 4+2), then read all back: every
+    stripe set has a shard on each of the six disks, so this needs the other four."""
+    for key in objects:
+        for extent in locate(app, bucket, key):
+            for shard in extent["shards"]:
+                if shard["device"] in lost:
+                    os.unlink(shard["path"])
+    assert_all_exact(s3, bucket, objects)
+
+
+def wait_rebuilt(app, device: str) -> None:
+    wait_for(lambda: not disk_list(app)[device]["rebuild"]
+             and app.cli("repair", json_output=True)["backlog"] == 0,
+             timeout=60, what=f"the rebuild of {device}")
+
+
 def test_a_disk_failed_while_running_is_replaced_and_rebuilt(appliance_factory):
     """The disk under d2 dies and a new, empty one is mounted in its place while the node
     runs. The node detaches d2 (nothing is written on the new disk), serves every object
@@ -81,22 +99,13 @@ def test_a_disk_failed_while_running_is_replaced_and_rebuilt(appliance_factory):
     assert out.returncode == 0, helpers.describe(out)
     assert disk_list(app)["d2"]["disk"] == "ok"
     wait_for(lambda: device_up(app, "d2") == 1, what="d2 attached")
-    wait_for(lambda: not disk_list(app)["d2"]["rebuild"]
-             and app.cli("repair", json_output=True)["backlog"] == 0,
-             timeout=60, what="the rebuild of d2")
+    wait_rebuilt(app, "d2")
     # Each of the 17 stripe sets (14 objects, 2 parts, "during") has a shard on every disk.
     assert "device d2: its disk was replaced, 17 shards queued for rebuild" in app.logs()
     report = app.fsck("--verify")
     assert report["clean"], report
 
-    # Every stripe set has a shard on each of the six disks: delete those on d0 and d1 and
-    # the data can only come from d2's rebuilt shards with d3..d5.
-    for key in objects:
-        for extent in locate(app, "rebuild", key):
-            for shard in extent["shards"]:
-                if shard["device"] in ("d0", "d1"):
-                    os.unlink(shard["path"])
-    assert_all_exact(s3, "rebuild", objects)
+    assert_exact_without(app, s3, "rebuild", objects, lost=("d0", "d1"))  # needs d2's shards
 
 
 def test_a_disk_mounted_late_is_attached_without_a_restart(appliance_factory):
@@ -144,17 +153,10 @@ def test_a_dead_disk_replaced_at_a_new_path_while_stopped(appliance_factory, tmp
                                        "rebuild": "queued"}]
     app.start()
     assert device_up(app, "d4") == 1
-    wait_for(lambda: not disk_list(app)["d4"]["rebuild"]
-             and app.cli("repair", json_output=True)["backlog"] == 0,
-             timeout=60, what="the rebuild of d4")
+    wait_rebuilt(app, "d4")
     assert app.fsck("--verify")["clean"]
     assert not old.exists()
-    for key in objects:
-        for extent in locate(app, "moved", key):
-            for shard in extent["shards"]:
-                if shard["device"] in ("d0", "d5"):
-                    os.unlink(shard["path"])
-    assert_all_exact(s3, "moved", objects)
+    assert_exact_without(app, s3, "moved", objects, lost=("d0", "d5"))  # needs d4's shards
 
 
 def test_replace_refuses_disks_that_are_not_new_and_changes_nothing(appliance_factory,
