@@ -76,7 +76,8 @@ async def request_rebuild(meta, device: str) -> None:
 
 async def rebuilds_requested(meta) -> list[str]:
     """Devices marked for rebuild whose shards are not queued yet."""
-    return [kv.key[len(REBUILD_PREFIX):].decode() for kv in await meta.scan_prefix(REBUILD_PREFIX)]
+    marks = await meta.scan_prefix(REBUILD_PREFIX)
+    return [kv.key[len(REBUILD_PREFIX):].decode() for kv in marks]
 
 
 class Repairer:
@@ -125,7 +126,12 @@ class Repairer:
             client = store.clients.get(device)
             if self.referenced is None or client is None or not client.available:
                 continue
-            present = set(await client.list_shards())
+            try:
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):  # a hung disk must not stop GC
+                    present = set(await client.list_shards())
+            except (OSError, trio.TooSlowError) as e:
+                log.error("rebuild of %s waits: cannot list its shards: %r", device, e)
+                continue
             todo: list[tuple[Extent, int]] = []
             n = 0
             async for extent in self.referenced():

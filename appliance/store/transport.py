@@ -219,7 +219,7 @@ class InProcessClient(ShardClient):
         return await self._run(self.server.verify, sid, index)
 
     async def list_shards(self):
-        return await self._run(lambda: list(self.server.list_shards()))
+        return await self._run(lambda: list(self.server.list_shards()), cancellable=True)
 
     async def clean_tmp(self, sids=None):
         return await self._write(self.server.clean_tmp, sids, new_work=False)
