@@ -321,7 +321,7 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
             try:
                 local[n] = client.submit(client.server.append, handle, fragments,
                                          new_work=True)
-            except DeviceStalled as e:
+            except OSError as e:  # DeviceStalled, or DeviceUnavailable once detached
                 results[n] = e
 
     async def append_one(n: int) -> None:

@@ -114,6 +114,24 @@ async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
         assert report.clean
 
 
+async def test_write_survives_a_device_detached_under_it(node_factory):
+    """A disk detached while a PUT streams to it (appliance.disks closes its client): the
+    write goes on with the other five and queues that shard for repair."""
+    data = os.urandom(12 * MiB)
+    async with node_factory() as node:
+        async def body():
+            for n in range(0, len(data), MiB):
+                if n == 6 * MiB:
+                    node.clients["d3"].close()
+                yield data[n:n + MiB]
+
+        e = await node.store.write(body())
+        assert await read_all(node.store.read(e)) == data
+        index = node.store.pools[e.pool].devices_for(e.sid).index("d3")
+        assert [kv.key for kv in await node.meta.scan_prefix(b"r/")] == \
+            [b"r/%s/%d" % (e.sid.encode(), index)]
+
+
 async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_factory, tmp_path):
     """A real 1 MiB filesystem as one disk: every write's shard there fails with ENOSPC, a
     data shard's in an append, a parity shard's (staged for O_DIRECT, written behind) in its
