@@ -13,8 +13,8 @@ SHARD_BYTES = Counter("appliance_shard_bytes_total", "Shard bytes moved by devic
 SHARD_FAILURES = Counter("appliance_shard_failures_total",
                          "Failed shard operations (missing, corrupt, I/O error)",
                          ["device", "op", "reason"])
-DEVICE_UP = Gauge("appliance_device_up", "1 if the device is attached, 0 if its disk was "
-                  "missing or not this node's at start", ["device"], multiprocess_mode="livemin")
+DEVICE_UP = Gauge("appliance_device_up", "1 if the device is attached, 0 if its disk is "
+                  "missing or not this node's", ["device"], multiprocess_mode="livemin")
 SKIPPED_READS = Counter("appliance_shard_reads_skipped_total",
                         "Shard reads not sent to a device whose earlier reads hang (read "
                         "around it from parity)", ["device"])
