@@ -1,5 +1,6 @@
 """Connection-level behaviour of the gateway's HTTP/1.1 server, seen from a raw TCP client:
-keep-alive connections reused and closed when idle, and small responses sent in one piece."""
+keep-alive connections reused and closed when idle, small responses sent in one piece, and
+large ones queued a send buffer at a time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ TCPI_DATA_SEGS_IN = 152
 4.6): segments received that carried data."""
 KEEP_ALIVE_S = 5
 """hypercorn's default keep-alive timeout, which the test server (s3server.py) keeps."""
+
+
+def server_side_queue(server_port: int, client_port: int) -> int | None:
+    """Bytes the server's end of a loopback connection has queued and the client has not
+    acknowledged (``tx_queue`` in /proc/net/tcp: write_seq - snd_una), or None if not found."""
+    want = f"0100007F:{server_port:04X} 0100007F:{client_port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f:
+            fields = line.split()
+            if " ".join(fields[1:3]) == want:
+                return int(fields[4].split(":")[0], 16)
+    return None
 
 
 def data_segments_in(sock: socket.socket) -> int:
@@ -87,3 +100,33 @@ def test_keep_alive_connection_is_reused_then_closed_when_idle(s3c, bucket, raw)
         assert KEEP_ALIVE_S - 0.5 < time.monotonic() - idle_from < KEEP_ALIVE_S * 3
     finally:
         c.close()
+
+
+def test_large_response_fills_the_send_buffer(s3c, bucket, raw):
+    """While a client is not reading, the server queues a send buffer's worth of a large
+    body, not 16 KiB of it (trio's default TCP_NOTSENT_LOWAT, which woke the gateway every few
+    hundred KiB of a GET), and the body still arrives whole and exact."""
+    body = hashlib.sha256(b"fill").digest() * (256 << 10)  # 8 MiB
+    s3c.put_object(Bucket=bucket, Key="fill", Body=body)
+    sock = socket.socket()
+    # A small receive buffer: the client's window closes quickly, so what the server holds
+    # beyond it is what its socket lets it queue unsent.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.connect(("127.0.0.1", raw.server.port))
+    try:
+        path = f"/{bucket}/fill"
+        head = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{raw.server.port}"]
+        head += [f"{k}: {v}" for k, v in raw.sign("GET", path).items()]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        client_port = sock.getsockname()[1]
+        queued, deadline = 0, time.monotonic() + 10
+        while queued < (1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            queued = server_side_queue(raw.server.port, client_port) or 0
+        assert queued >= 1 << 20, f"server queued only {queued} bytes"
+        sock.settimeout(30)
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        assert (r.status, r.read()) == (200, body)
+    finally:
+        sock.close()
