@@ -239,26 +239,27 @@ def cmd_disk(args) -> int:
                 disks.replace_disk(data_dir, args.device, args.path, check_only=True)
                 await repair.request_rebuild(meta, args.device)
                 disks.replace_disk(data_dir, args.device, args.path)
-            return await repair.rebuilds_requested(meta)
+            return await repair.rebuilds_requested(meta), await repair.backlog_by_device(meta)
         finally:
             await meta.aclose()
 
     try:
-        rebuilding = trio.run(go)
+        rebuilding, backlog = trio.run(go)
         layout = disks.load_layout(data_dir)
     except disks.SetupError as e:
         print(f"appliance: {e}", file=sys.stderr)
         return 1
     problems = disks.probe(layout)
     rows = [{"device": f"d{i}", "path": path, "disk": problems[i][0] or "ok",
-             "rebuild": "queued" if f"d{i}" in rebuilding else ""}
+             "rebuild": "queued" if f"d{i}" in rebuilding else "",
+             "repairs": backlog[f"d{i}"]}
             for i, path in enumerate(layout.disks)
             if args.action == "list" or f"d{i}" == args.device]
-    _emit(args, rows, ["device", "path", "disk", "rebuild"])
+    _emit(args, rows, ["device", "path", "disk", "rebuild", "repairs"])
     if args.action == "replace" and not args.json:
         print(f"\n{args.device} takes the new disk within {disks.DISK_CHECK_S:g} s in a running "
               "node (or at the next start); its shards are then rebuilt from the other disks "
-              "(`appliance repair` shows the backlog).")
+              "(`appliance disk list` shows how many are left).")
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 
 import trio
@@ -23,7 +23,8 @@ from ..meta import Compare, Delete
 from . import metrics
 from .extent import Extent
 from .shardfile import ShardError
-from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Store, StoreError
+from .codec import PoolSpec
+from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Pool, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,29 @@ async def rebuilds_requested(meta) -> list[str]:
     """Devices marked for rebuild whose shards are not queued yet."""
     marks = await meta.scan_prefix(REBUILD_PREFIX)
     return [kv.key[len(REBUILD_PREFIX):].decode() for kv in marks]
+
+
+async def backlog_by_device(meta, page: int = 1000) -> Counter[str]:
+    """Shards queued for repair, counted by the device each is to be written on: every
+    ``r/<sid>/<index>`` entry mapped through its pool's PG table. For ``appliance disk list``
+    (the progress of a rebuild); works whether or not a node is running."""
+    pools = {}
+    for kv in await meta.scan_prefix(b"c/pool/"):
+        rec = json.loads(kv.value)
+        pools[rec["spec"]] = Pool(rec["spec"], PoolSpec.parse(rec["spec"]), rec["table"],
+                                  rec["epoch"])
+    counts: Counter[str] = Counter()
+    after = b""
+    while True:
+        entries = await meta.scan_prefix(b"r/", after=after, limit=page)
+        for kv in entries:
+            _, sid, index = kv.key.decode().split("/")
+            pool = pools.get(json.loads(kv.value)["extent"].get("pool"))
+            if pool is not None:
+                counts[pool.devices_for(sid)[int(index)]] += 1
+        if len(entries) < page:
+            return counts
+        after = entries[-1].key
 
 
 class Repairer:

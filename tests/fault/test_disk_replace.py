@@ -70,6 +70,7 @@ def wait_rebuilt(app, device: str) -> None:
     wait_for(lambda: not disk_list(app)[device]["rebuild"]
              and app.cli("repair", json_output=True)["backlog"] == 0,
              timeout=60, what=f"the rebuild of {device}")
+    assert [row["repairs"] for row in disk_list(app).values()] == [0] * 6
 
 
 def test_a_disk_failed_while_running_is_replaced_and_rebuilt(appliance_factory):
@@ -93,7 +94,12 @@ def test_a_disk_failed_while_running_is_replaced_and_rebuilt(appliance_factory):
     objects["during"] = os.urandom(3 * MiB + 5)  # its shard for d2 waits in the repair queue
     s3.put_object(Bucket="rebuild", Key="during", Body=objects["during"])
     assert list(disk.iterdir()) == []
-    assert "has no appliance-disk.json" in disk_list(app)["d2"]["disk"]
+    listed = disk_list(app)
+    assert "has no appliance-disk.json" in listed["d2"]["disk"]
+    # The queue is all d2's: "during"'s shard and those the degraded reads missed.
+    backlog = app.cli("repair", json_output=True)["backlog"]
+    assert listed["d2"]["repairs"] == backlog >= 1
+    assert [row["repairs"] for device, row in listed.items() if device != "d2"] == [0] * 5
 
     out = disk_cli(app, "replace", "d2")
     assert out.returncode == 0, helpers.describe(out)
@@ -150,7 +156,7 @@ def test_a_dead_disk_replaced_at_a_new_path_while_stopped(appliance_factory, tmp
     out = disk_cli(app, "replace", "d4", "--path", new, "--json")
     assert out.returncode == 0, helpers.describe(out)
     assert json.loads(out.stdout) == [{"device": "d4", "path": str(new), "disk": "ok",
-                                       "rebuild": "queued"}]
+                                       "rebuild": "queued", "repairs": 0}]
     app.start()
     assert device_up(app, "d4") == 1
     wait_rebuilt(app, "d4")

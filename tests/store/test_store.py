@@ -13,7 +13,7 @@ from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
 from appliance.store import INLINE_MAX, SEGMENT_SIZE, StoreReadError, UnavailableClient
 from appliance.store import store as store_module, transport
-from appliance.store.repair import Repairer
+from appliance.store.repair import Repairer, backlog_by_device
 from appliance.store.store import READ_BATCH_SEGMENTS
 
 from storekit import chunks, read_all
@@ -69,8 +69,12 @@ async def test_m_shards_lost_or_corrupt_read_exact_bytes_and_repair(node_factory
         assert await read_all(node.store.read(e)) == data
         assert sorted(kv.key for kv in await node.meta.scan_prefix(b"r/")) == [
             b"r/%s/0" % e.sid.encode(), b"r/%s/3" % e.sid.encode()]
+        devices = node.store.pools[e.pool].devices_for(e.sid)
+        for page in (1000, 1):  # `appliance disk list` counts the queue per device
+            assert await backlog_by_device(node.meta, page) == {devices[0]: 1, devices[3]: 1}
         assert await Repairer(node.store).repair_some() == 2
         assert await node.meta.count_prefix(b"r/") == 0
+        assert await backlog_by_device(node.meta) == {}
         for i in range(6):
             node.servers[node.store.pools[e.pool].devices_for(e.sid)[i]].verify(e.sid, i)
         # with the repaired shards, losing two *other* shards is survivable again
