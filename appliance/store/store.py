@@ -36,7 +36,7 @@ from .codec import PoolSpec, codec_for
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
 from .shardfile import ShardError
-from .transport import DeviceUnavailable, ShardClient, append_many
+from .transport import DeviceUnavailable, ShardClient, Tally, append_many
 
 log = logging.getLogger(__name__)
 
@@ -336,17 +336,31 @@ class Store:
                 raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
 
         async def each_shard(op, indices) -> None:
-            """``op(index)`` for every shard concurrently; a failing shard is dropped."""
+            """``op(index)`` for every shard concurrently. A shard whose call fails, or has
+            not answered after SHARD_OP_TIMEOUT_S or its straggler grace once a write quorum
+            has (transport.Tally), is dropped."""
+            indices = list(indices)
+            tally = Tally(len(indices), spec.write_quorum)
+            answered: set[int] = set()
+
             async def run(index: int) -> None:
                 try:
-                    with trio.fail_after(SHARD_OP_TIMEOUT_S):
-                        await op(index)
-                except (OSError, ShardError, trio.TooSlowError) as e:
+                    await op(index)
+                except (OSError, ShardError) as e:
                     fail(index, e)
                     await abort(index)
+                answered.add(index)
+                tally.finished(index not in failed)
+
             async with trio.open_nursery() as nursery:
                 for index in indices:
                     nursery.start_soon(run, index)
+                await tally.wait(SHARD_OP_TIMEOUT_S)
+                nursery.cancel_scope.cancel()
+            for index in indices:
+                if index not in answered:
+                    fail(index, trio.TooSlowError("no answer in time"))
+                    await abort(index)
 
         async def create(index: int) -> None:
             # Parity is read only when a shard is lost: written past the page cache it costs
@@ -381,7 +395,8 @@ class Store:
                 per_shard = await trio.to_thread.run_sync(encode_batch, segments)
                 live = sorted(handles)
                 errors = await append_many(
-                    [(clients[i], handles[i], per_shard[i]) for i in live], SHARD_OP_TIMEOUT_S)
+                    [(clients[i], handles[i], per_shard[i]) for i in live], SHARD_OP_TIMEOUT_S,
+                    quorum=spec.write_quorum)
                 for index, e in zip(live, errors):
                     if e is not None:
                         fail(index, e)

@@ -85,6 +85,60 @@ this long is read around (:meth:`ShardClient.reads_stalled`): a healthy 16-segme
 takes milliseconds, and a hung one would cost every later read a hedge delay."""
 
 
+STRAGGLER_MIN_S = 3.0
+STRAGGLER_FACTOR = 4.0
+"""Once a write quorum of a PUT's shards has answered a call (a create, a batch of appends, a
+commit), the others get ``max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * t)`` more, t being how
+long the quorum took; a shard still unanswered then is failed (and repaired later), as one
+that timed out. So a disk whose writes hang costs a PUT about 3 s instead of the whole
+shard timeout, while a disk that is merely slower than the others (all busy flushing, say)
+keeps its shards: they are given several times what the fast ones took."""
+
+
+def straggler_grace(quorum_s: float) -> float:
+    """Seconds the calls still running get after a quorum answered in ``quorum_s``."""
+    return max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * quorum_s)
+
+
+class Tally:
+    """Counts calls that finish in any thread, and wakes the trio task waiting in
+    :meth:`wait` at most twice: when ``quorum`` of them have succeeded, and when all
+    ``total`` have finished (so a batch of calls costs one or two event-loop wake-ups, not
+    one per call). Create in the trio thread."""
+
+    def __init__(self, total: int, quorum: int):
+        self._token = trio.lowlevel.current_trio_token()
+        self._lock = threading.Lock()
+        self._left, self._to_quorum = total, quorum
+        self.enough, self.everything = trio.Event(), trio.Event()
+        if quorum <= 0:
+            self.enough.set()
+        if total <= 0:
+            self.everything.set()
+
+    def finished(self, ok: bool) -> None:
+        """One call finished (``ok``: it succeeded). Any thread."""
+        with self._lock:
+            self._left -= 1
+            self._to_quorum -= ok
+            fire = [self.enough, self.everything] if self._left == 0 else (
+                [self.enough] if ok and self._to_quorum == 0 else [])
+        if fire:  # all finished counts as "enough" too: a quorum out of reach ends the wait
+            try:
+                self._token.run_sync_soon(lambda: [e.set() for e in fire])
+            except trio.RunFinishedError:
+                pass  # nobody is waiting any more
+
+    async def wait(self, timeout: float) -> None:
+        """Until every call has finished, or the quorum has and the others have had their
+        :func:`straggler_grace`, or ``timeout`` seconds in all."""
+        started = trio.current_time()
+        with trio.move_on_after(timeout):
+            await self.enough.wait()
+            with trio.move_on_after(straggler_grace(trio.current_time() - started)):
+                await self.everything.wait()
+
+
 class DeviceStalled(OSError):
     """The device has not returned from a call given up on; see STALLED_AFTER_S."""
 
@@ -304,17 +358,21 @@ async def wait_futures(futures: list[Future]) -> None:
     await all_done.wait()
 
 
-async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
-                      ) -> list[Exception | None]:
+async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float,
+                      quorum: int | None = None) -> list[Exception | None]:
     """``client.append(handle, fragments)`` for every ``(client, handle, fragments)`` in
     ``calls``, concurrently; returns, per call, None or the OSError, ShardError or
-    trio.TooSlowError it failed with. A call not done after ``timeout`` seconds is abandoned.
+    trio.TooSlowError it failed with. A call is abandoned when not done after ``timeout``
+    seconds, or once ``quorum`` calls have succeeded and it has had its straggler grace
+    (:class:`Tally`); None: wait for all.
 
     The in-process ones are queued on their devices directly and waited for together: one
-    wake-up of the event loop per batch instead of one per shard (a trio thread hop costs
-    ~90 us of CPU on our VMs, docs/benchmarks.md)."""
+    or two wake-ups of the event loop per batch instead of one per shard (a trio thread hop
+    costs ~90 us of CPU on our VMs, docs/benchmarks.md)."""
     results: list[Exception | None] = [None] * len(calls)
+    tally = Tally(len(calls), len(calls) if quorum is None else quorum)
     local: dict[int, Future] = {}
+    remote_done: set[int] = set()
     queued = time.monotonic()
     for n, (client, handle, fragments) in enumerate(calls):
         if isinstance(client, InProcessClient):
@@ -323,35 +381,34 @@ async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float
                                          new_work=True)
             except OSError as e:  # DeviceStalled, or DeviceUnavailable once detached
                 results[n] = e
+                tally.finished(False)
+                continue
+            local[n].add_done_callback(lambda f: tally.finished(f.exception() is None))
 
     async def append_one(n: int) -> None:
         client, handle, fragments = calls[n]
         try:
-            with trio.fail_after(timeout):
-                await client.append(handle, fragments)
-        except (OSError, ShardError, trio.TooSlowError) as e:
+            await client.append(handle, fragments)
+        except (OSError, ShardError) as e:
             results[n] = e
-
-    async def wait_local() -> None:
-        try:
-            with trio.move_on_after(timeout):
-                await wait_futures(list(local.values()))
-        finally:
-            for n, future in local.items():
-                if not future.done():
-                    calls[n][0].abandon(future, queued)
-        for n, future in local.items():
-            if not future.done():
-                results[n] = trio.TooSlowError(f"no answer in {timeout} s")
-            elif isinstance(future.exception(), (OSError, ShardError)):
-                results[n] = future.exception()
-            else:
-                future.result()  # anything else is a bug: raise it
+        remote_done.add(n)
+        tally.finished(results[n] is None)
 
     async with trio.open_nursery() as nursery:
         for n in range(len(calls)):
             if not isinstance(calls[n][0], InProcessClient):
                 nursery.start_soon(append_one, n)
-        if local:
-            nursery.start_soon(wait_local)
+        await tally.wait(timeout)
+        nursery.cancel_scope.cancel()  # remote stragglers
+    for n, future in local.items():
+        if not future.done():
+            calls[n][0].abandon(future, queued)
+            results[n] = trio.TooSlowError("no answer in time")
+        elif isinstance(future.exception(), (OSError, ShardError)):
+            results[n] = future.exception()
+        else:
+            future.result()  # anything else is a bug: raise it
+    for n in range(len(calls)):
+        if not isinstance(calls[n][0], InProcessClient) and n not in remote_done:
+            results[n] = trio.TooSlowError("no answer in time")
     return results
