@@ -131,6 +131,7 @@ class Repairer:
                 self.bucket.rate = runtime
             metrics.REPAIR_RATE.set(self.bucket.rate)
             did = await self.store.collect_garbage()
+            await self.store.clean_returned()
             did += await self.queue_rebuilds()
             did += await self.repair_some()
             if not did:

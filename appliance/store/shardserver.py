@@ -310,6 +310,11 @@ class ShardServer:
                 if idx.isdigit():
                     yield sid, int(idx)
 
+    def tmp_sids(self) -> set[str]:
+        """Stripe-set ids of the partial shard files on this device (writes in flight, or
+        left by a crash or by the disk going away)."""
+        return {f.name.split(".", 1)[0] for f in self._tmp.iterdir()}
+
     def clean_tmp(self, sids: set[str] | None = None) -> int:
         """Remove partial writes left by a crash: all of them (``sids=None``; only when no write
         is in progress on this device), or those of the stripe sets ``sids``."""

@@ -243,6 +243,7 @@ class Store:
         self._repair_queued: set[tuple[str, int]] = set()
         self._work = trio.Event()
         self._tasks: trio.Nursery | None = None
+        self._returned: set[str] = set()  # attached while running, partial files unchecked
         for device, client in clients.items():
             metrics.DEVICE_UP.labels(device).set(int(client.available))
 
@@ -251,6 +252,8 @@ class Store:
         replaced while running). Writes in flight keep the client they started with."""
         self.clients[device] = client
         metrics.DEVICE_UP.labels(device).set(int(client.available))
+        if client.available:
+            self._returned.add(device)
         self._work.set()  # repair and deferred deletes may now reach the device
 
     @classmethod
@@ -671,6 +674,35 @@ class Store:
         if intents:
             self._work.set()
         return len(intents)
+
+    async def clean_returned(self) -> int:
+        """Remove the partial shard files that devices attached while running brought back
+        (writes cut off when the disk went away: their aborts could not reach it); returns
+        how many. Only files of stripe sets with no write registered (``w/``) go: a write
+        registers before it creates a shard and unregisters after its shards are renamed,
+        so a write in flight in any process keeps its files. Call from the one task that
+        also runs repair (a repair's partial files have no ``w/`` either); a crashed
+        writer's files stay for :meth:`recover`."""
+        removed = 0
+        for device in list(self._returned):
+            self._returned.discard(device)
+            client = self.clients[device]
+            if not client.available:
+                continue
+            try:
+                with trio.fail_after(SHARD_OP_TIMEOUT_S):
+                    sids = await client.tmp_sids()
+                    stale = {sid for sid in sids
+                             if await self.meta.get(b"w/" + sid.encode()) is None}
+                    if stale:
+                        removed += await client.clean_tmp(stale)
+            except (OSError, trio.TooSlowError) as e:  # gone again, or hung: the next start
+                log.warning("device %s: partial shard files not checked: %r", device, e)
+                continue
+            if stale:
+                log.warning("device %s: removed the partial shard files of %d writes cut off "
+                            "when it went away", device, len(stale))
+        return removed
 
     async def collect_garbage(self, limit: int = 100) -> int:
         """Delete the shards of up to ``limit`` released stripe sets; returns how many stripe

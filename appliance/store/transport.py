@@ -60,6 +60,10 @@ class ShardClient(abc.ABC):
     async def list_shards(self) -> list[tuple[str, int]]: ...
 
     @abc.abstractmethod
+    async def tmp_sids(self) -> set[str]:
+        """Stripe-set ids of the device's partial shard files."""
+
+    @abc.abstractmethod
     async def clean_tmp(self, sids: set[str] | None = None) -> int:
         """Remove partial shard files: all (no write in flight), or those of ``sids``."""
 
@@ -275,6 +279,9 @@ class InProcessClient(ShardClient):
     async def list_shards(self):
         return await self._run(lambda: list(self.server.list_shards()), cancellable=True)
 
+    async def tmp_sids(self):
+        return await self._run(self.server.tmp_sids, cancellable=True)
+
     async def clean_tmp(self, sids=None):
         return await self._write(self.server.clean_tmp, sids, new_work=False)
 
@@ -324,6 +331,9 @@ class UnavailableClient(ShardClient):
         self._fail()
 
     async def list_shards(self):
+        self._fail()
+
+    async def tmp_sids(self):
         self._fail()
 
     async def clean_tmp(self, sids=None):

@@ -11,8 +11,8 @@ import trio
 
 from appliance.fsck import fsck
 from appliance.namespace import ObjectRecord
-from appliance.store import (INLINE_MAX, SEGMENT_SIZE, StoreReadError, StoreUnavailable,
-                             UnavailableClient)
+from appliance.store import (INLINE_MAX, SEGMENT_SIZE, InProcessClient, ShardServer,
+                             StoreReadError, StoreUnavailable, UnavailableClient)
 from appliance.store import store as store_module, transport
 from appliance.store.repair import Repairer, backlog_by_device
 from appliance.store.store import READ_BATCH_SEGMENTS
@@ -348,6 +348,66 @@ async def test_a_write_that_cannot_reach_its_quorum_fails_at_once(node_factory):
         assert trio.current_time() - started < transport.STRAGGLER_MIN_S
         for d, server in node.servers.items():
             assert list(server.list_shards()) == [], d
+
+
+async def test_a_disk_back_from_the_dead_loses_its_cut_off_writes_not_new_ones(node_factory):
+    """d3 goes away in the middle of a write (its directory moved elsewhere, as a disk that
+    drops off: the partial shard file stays on it, out of reach of the abort) and comes back
+    while the node runs. The write went on with five shards. Once d3 is attached again, the
+    repair task's clean-up removes that partial file, and not the one of a write in flight
+    on d3 at that moment, which then completes on all six disks."""
+    data = os.urandom(6 * MiB + 5)
+    async with node_factory() as node:
+        disk, away = node.tmp / "disk3", node.tmp / "disk3.away"
+
+        async def cut_off():
+            yield data[:3 * MiB]
+            await trio.sleep(0.2)  # every shard is open and has been appended to
+            away_client = node.clients["d3"]
+            disk.rename(away)
+            node.store.set_client("d3", UnavailableClient("d3", "the disk went away"))
+            away_client.submit(away_client.server.close)  # as disks.Devices detaches it
+            away_client.close()
+            yield data[3 * MiB:]
+
+        first = await node.store.write(cut_off())
+        await node.meta.txn([], node.store.commit_ops([first]))
+        d3_index = node.store.pools[first.pool].devices_for(first.sid).index("d3")
+        assert [p.name.split(".")[0] for p in (away / "tmp").iterdir()] == [first.sid]
+
+        away.rename(disk)  # back, while the node runs
+        node.servers["d3"] = ShardServer(disk, "d3")
+        node.store.set_client("d3", InProcessClient(node.servers["d3"]))
+        resume = trio.Event()
+
+        async def in_flight():
+            yield data[:3 * MiB]
+            await resume.wait()
+            yield data[3 * MiB:]
+
+        async with trio.open_nursery() as nursery:
+            second = []
+            nursery.start_soon(lambda: write_into(node, in_flight(), second))
+            with trio.fail_after(10):
+                while len(node.servers["d3"].tmp_sids()) < 2:
+                    await trio.sleep(0.01)
+            assert await node.store.clean_returned() == 1
+            left = node.servers["d3"].tmp_sids()
+            assert len(left) == 1 and first.sid not in left
+            resume.set()
+        assert await node.meta.count_prefix(b"r/") == 1  # first's shard on d3, nothing else
+        assert await node.meta.get(b"r/%s/%d" % (first.sid.encode(), d3_index)) is not None
+        assert node.servers["d3"].tmp_sids() == set()
+        for e in (first, second[0]):
+            assert await read_all(node.store.read(e)) == data
+        d3 = node.store.pools[second[0].pool].devices_for(second[0].sid).index("d3")
+        assert node.shard_path(second[0], d3).exists()
+
+
+async def write_into(node, body, out: list) -> None:
+    extent = await node.store.write(body)
+    await node.meta.txn([], node.store.commit_ops([extent]))
+    out.append(extent)
 
 
 async def test_aborted_body_leaves_nothing(node_factory):
