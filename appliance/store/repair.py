@@ -23,7 +23,6 @@ from ..meta import Compare, Delete
 from . import metrics
 from .extent import Extent
 from .shardfile import ShardError
-from .codec import PoolSpec
 from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Pool, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -85,11 +84,8 @@ async def backlog_by_device(meta, page: int = 1000) -> Counter[str]:
     """Shards queued for repair, counted by the device each is to be written on: every
     ``r/<sid>/<index>`` entry mapped through its pool's PG table. For ``appliance disk list``
     (the progress of a rebuild); works whether or not a node is running."""
-    pools = {}
-    for kv in await meta.scan_prefix(b"c/pool/"):
-        rec = json.loads(kv.value)
-        pools[rec["spec"]] = Pool(rec["spec"], PoolSpec.parse(rec["spec"]), rec["table"],
-                                  rec["epoch"])
+    pools = {p.name: p for p in (Pool.from_record(json.loads(kv.value))
+                                 for kv in await meta.scan_prefix(b"c/pool/"))}
     counts: Counter[str] = Counter()
     after = b""
     while True:

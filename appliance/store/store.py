@@ -217,6 +217,12 @@ class Pool:
         self.name, self.spec, self.table, self.epoch = name, spec, table, epoch
         self.codec = codec_for(spec.name)
 
+    @classmethod
+    def from_record(cls, rec: dict) -> Pool:
+        """The pool held in its ``c/pool/<name>`` record ({"spec", "epoch", "table"})."""
+        spec = PoolSpec.parse(rec["spec"])
+        return cls(spec.name, spec, rec["table"], rec["epoch"])
+
     def devices_for(self, sid: str) -> list[str]:
         return self.table[pg_of(sid, len(self.table))]
 
@@ -276,7 +282,7 @@ class Store:
         if unknown:
             raise StoreError(f"pool {spec.name} places shards on devices not attached: "
                              f"{sorted(unknown)}")
-        pools = {spec.name: Pool(spec.name, spec, rec["table"], rec["epoch"])}
+        pools = {spec.name: Pool.from_record(rec)}
         return cls(meta, clients, pools, spec.name)
 
     # -- writing ---------------------------------------------------------------------------

@@ -342,30 +342,15 @@ class UnavailableClient(ShardClient):
 
 async def wait_futures(futures: list[Future]) -> None:
     """Wait until every one of ``futures`` (concurrent.futures, run by other threads) is done,
-    without a thread of our own: the last one to finish wakes the trio task. Cancellable;
-    the futures are left running."""
+    without a thread of our own: the last one to finish wakes the trio task (:class:`Tally`).
+    Cancellable; the futures are left running."""
     pending = [f for f in futures if not f.done()]
     if not pending:
         return
-    token = trio.lowlevel.current_trio_token()
-    all_done = trio.Event()
-    left = len(pending)
-    lock = threading.Lock()
-
-    def one_done(_: Future) -> None:  # in the thread that finished it
-        nonlocal left
-        with lock:
-            left -= 1
-            if left:
-                return
-        try:
-            token.run_sync_soon(all_done.set)
-        except trio.RunFinishedError:
-            pass  # nobody is waiting any more
-
+    tally = Tally(len(pending), len(pending))
     for f in pending:
-        f.add_done_callback(one_done)
-    await all_done.wait()
+        f.add_done_callback(lambda _: tally.finished(True))
+    await tally.everything.wait()
 
 
 async def append_many(calls: list[tuple[ShardClient, int, list]], timeout: float,
