@@ -37,6 +37,17 @@ def _emit(args, rows: list[dict], headers: list[str]) -> None:
         print(tabulate([[r[h] for h in headers] for r in rows], headers=headers))
 
 
+def _mib(text: str) -> int:
+    """``--request-memory`` in MiB -> bytes (argparse type)."""
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = 0
+    if not mib > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of MiB: {text!r}")
+    return int(mib * (1 << 20))
+
+
 def _meta(args) -> SqliteMeta:
     db = Path(args.data_dir) / "meta.db"
     if not db.exists():
@@ -82,7 +93,8 @@ def cmd_up(args) -> int:
     try:
         trio.run(lambda: node.run(Path(args.data_dir), args.s3, disks=disks, pool=args.pool,
                                   domain=args.domain, region=args.region,
-                                  repair_rate=args.repair_rate * 1e6, workers=args.workers))
+                                  repair_rate=args.repair_rate * 1e6, workers=args.workers,
+                                  request_memory=args.request_memory))
     except (node.SetupError, PoolSpecError) as e:
         print(f"appliance: {e}", file=sys.stderr)
         return 2
@@ -284,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--repair-rate", type=float, default=200.0, help="repair MB/s (0: no cap)")
     up.add_argument("--workers", type=int, default=None,
                     help="S3 gateway processes (default: one per core, at most 8)")
+    up.add_argument("--request-memory", type=_mib, default=None, metavar="MIB",
+                    help="MiB the buffers of the S3 requests in flight may hold, all gateway "
+                         "processes together; requests beyond it wait, then get 503 SlowDown "
+                         "(default: a quarter of RAM)")
     up.set_defaults(fn=cmd_up)
 
     user = sub.add_parser("user", help="manage users (accounts)")

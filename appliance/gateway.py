@@ -70,7 +70,7 @@ async def serve(cfg: dict) -> None:
     from .node import open_node
     from .s3.app import S3App
     from . import connbalance
-    from .s3.http_compat import install_server_shims
+    from .s3.http_compat import APP_QUEUE_SIZE, install_server_shims
 
     install_server_shims()
     connbalance.install(connbalance.ConnectionTable(cfg["conn_table_fd"], cfg["workers"],
@@ -83,7 +83,9 @@ async def serve(cfg: dict) -> None:
         hc.accesslog = None
         hc.graceful_timeout = GRACEFUL_TIMEOUT_S
         hc.keep_alive_timeout = 75  # longer than typical client idle timeouts (60 s)
-        app = S3App(ns, accounts, region=cfg["region"], domain=cfg["domain"])
+        hc.max_app_queue_size = APP_QUEUE_SIZE
+        app = S3App(ns, accounts, region=cfg["region"], domain=cfg["domain"],
+                    memory_budget=cfg["request_memory"] // cfg["workers"])
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)

@@ -227,6 +227,15 @@ class Namespace:
         """Store a byte stream durably (K+1 shards); returns the extent to commit or discard."""
         return await self.store.write(body)
 
+    def write_footprint(self, length: int | None) -> int:
+        """Memory one :meth:`write_data` of ``length`` bytes (None: unknown) holds at most."""
+        return self.store.write_footprint(length)
+
+    def read_footprint(self, record: ObjectRecord, start: int = 0, end: int | None = None) -> int:
+        """Memory one :meth:`read` of ``[start, end)`` of the object holds at most."""
+        return self.store.read_footprint(record.extents, start,
+                                         record.size if end is None else end)
+
     async def discard(self, extents: list[Extent]) -> None:
         """Give up extents that were written but will not be committed."""
         await self.store.discard(extents)

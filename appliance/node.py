@@ -125,15 +125,23 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
+def default_request_memory() -> int:
+    """A quarter of the machine's RAM, in bytes: what the buffers of the S3 requests in flight
+    may hold, all gateway processes together (appliance.membudget)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
 async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
               pool: str | None = None, domain: str | None = None, region: str = "us-east-1",
               repair_rate: float = 200e6, workers: int | None = None,
+              request_memory: int | None = None,
               task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the node until SIGTERM/SIGINT: ``workers`` S3 gateway processes (default: one per
     core, see :mod:`appliance.gateway`) and, in this process, crash recovery, repair and
-    garbage collection. Clean shutdown: the gateways stop accepting and finish the requests in
-    flight, then background work stops and metadata is closed. Raises SetupError,
-    GatewayFailure."""
+    garbage collection. ``request_memory``: bytes the gateways' request buffers may hold in
+    all (default :func:`default_request_memory`), split evenly between them. Clean shutdown:
+    the gateways stop accepting and finish the requests in flight, then background work
+    stops and metadata is closed. Raises SetupError, GatewayFailure."""
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = await _lock(data_dir)
     try:
@@ -157,7 +165,8 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
             gateways = GatewayPool(
                 workers or default_workers(),
                 {"data_dir": str(data_dir.resolve()), "bind": s3_bind, "region": region,
-                 "domain": domain},
+                 "domain": domain,
+                 "request_memory": request_memory or default_request_memory()},
                 listener, keep_fds=(lock.fileno(),))
             stop = trio.Event()
             async with trio.open_nursery() as nursery:

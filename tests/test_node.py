@@ -212,3 +212,48 @@ def test_sigterm_lets_an_upload_in_flight_finish(appliance_factory):
     app.start()
     got = app.boto3_client().get_object(Bucket="term", Key="k")["Body"].read()
     assert got == body
+
+
+def vm_rss(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def test_clients_that_stop_reading_cannot_grow_a_gateway_past_its_memory_budget(
+        appliance_factory):
+    """`--request-memory` bounds the buffers of the requests in flight. Each GET of a large
+    object holds a 32 MiB read window; with 96 MiB, three of twelve GETs whose clients read
+    nothing are served and nine wait: the gateway grew by 48 MiB here, and by 337 MiB with
+    the budget check disabled. Once the clients go away, the room is free again."""
+    app = appliance_factory(extra_args=["--workers", "1", "--request-memory", "96"])
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="slow")
+    data = os.urandom(64 * MiB)
+    s3.put_object(Bucket="slow", Key="big", Body=data)
+    assert s3.get_object(Bucket="slow", Key="big")["Body"].read() == data
+    [pid] = gateway_pids(app)
+    before = vm_rss(pid)
+    u = urllib.parse.urlsplit(s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "slow", "Key": "big"}, ExpiresIn=600))
+    readers = []
+    try:
+        for _ in range(12):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((app.host, app.port))
+            s.sendall(f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
+            readers.append(s)
+        wait_for(lambda: metric_total(app, "appliance_s3_requests_waiting_for_memory") == 9,
+                 timeout=10, what="nine GETs waiting for memory")
+        assert metric_total(app, "appliance_s3_memory_reserved_bytes") == 96 * MiB
+        time.sleep(1)  # the three admitted fill their read windows
+        grown = vm_rss(pid) - before
+        assert grown < 200 * MiB, f"the gateway grew by {grown / MiB:.0f} MiB"
+    finally:
+        for s in readers:
+            s.close()
+    wait_for(lambda: metric_total(app, "appliance_s3_memory_reserved_bytes") == 0
+             and metric_total(app, "appliance_s3_requests_waiting_for_memory") == 0,
+             timeout=15, what="the budget to be free again")
+    assert s3.get_object(Bucket="slow", Key="big")["Body"].read() == data

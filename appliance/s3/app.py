@@ -20,6 +20,7 @@ import prometheus_client
 import trio
 
 from ..accounts import Accounts
+from ..membudget import MemoryBudget
 from ..meta import MetaError
 from ..namespace import (BucketNotEmpty, ConflictError, Namespace, NoSuchBucket, NoSuchUpload,
                          PartChanged)
@@ -34,6 +35,7 @@ from .controllers.multipart import MultipartController
 from .controllers.object import ObjectController
 from .controllers.service import ServiceController
 from .errors import S3Error
+from .http_compat import RECV_SIZE
 from .request import S3Request, new_request_id, parse_request
 from .response import Response
 from .router import Router, operation
@@ -69,10 +71,6 @@ def _allow_412_bodies() -> bool:
     return not http_stream.suppress_body("GET", 412)
 
 
-RECV_SIZE = 1 << 20
-"""Socket read size for hypercorn's trio worker (see :func:`_larger_reads`)."""
-
-
 def _larger_reads() -> None:
     """hypercorn's trio worker reads sockets 64 KiB at a time (``MAX_RECV``), and each read
     travels through h11, an ASGI message and a memory channel: ~1.2 ms of CPU per MiB of
@@ -92,11 +90,19 @@ class S3App:
 
     ``domain``: enables virtual-host style addressing (``Host: bucket.DOMAIN``).
     ``body_timeout``: seconds a request body may stall before RequestTimeout.
+    ``memory_budget``: bytes the data buffers of the requests in flight may hold (None: no
+    limit); a request that finds no room within ``admission_wait`` seconds gets 503 SlowDown
+    (appliance.membudget).
     """
 
     def __init__(self, namespace: Namespace, accounts: Accounts, *, region: str = "us-east-1",
-                 domain: str | None = None, body_timeout: float = 60.0):
-        self.gw = Gateway(namespace, accounts, region, domain, body_timeout)
+                 domain: str | None = None, body_timeout: float = 60.0,
+                 memory_budget: int | None = None, admission_wait: float = 10.0):
+        memory = MemoryBudget(memory_budget) if memory_budget else None
+        self.gw = Gateway(namespace, accounts, region, domain, body_timeout, memory,
+                          admission_wait)
+        if memory is not None:
+            metrics.MEMORY_BUDGET.set(memory.capacity)
         global _BODY_412
         _BODY_412 = _allow_412_bodies()
         _larger_reads()
@@ -164,6 +170,8 @@ class S3App:
                 else:
                     await self._send_error(out, err, req, body, scope)
         finally:
+            if req is not None:
+                self.gw.release(req)
             metrics.IN_FLIGHT.dec()
             dt = time.perf_counter() - t0
             metrics.REQUESTS.labels(op, "aborted" if status < 0 else str(status)).inc()

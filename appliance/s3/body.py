@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -27,7 +27,9 @@ from ..store import Extent
 from .checksums import ExpectedChecksum, decode_content_md5, select_checksum, verify_digest
 from .chunked import AwsChunkedDecoder
 from .errors import S3Error
+from . import hashing
 from .hashing import hasher_for
+from .http_compat import APP_QUEUE_SIZE, RECV_SIZE
 from .sigv4 import AuthResult
 
 PIECE_SIZE = 1 << 20
@@ -195,13 +197,27 @@ class StoredBody:
         return self.md5.hex()
 
 
+def body_footprint(length: int | None, ns: Namespace) -> int:
+    """Memory storing a body of ``length`` bytes (None: unknown) holds at most: the store's
+    write buffers, the pieces queued for the hashing thread and the socket reads the HTTP
+    server holds ahead of us. 0 for a body small enough to be kept inline."""
+    n = ns.write_footprint(length)
+    if not n:
+        return 0
+    return (n + hashing.queue_footprint(length, PIECE_SIZE)
+            + (APP_QUEUE_SIZE + 1) * RECV_SIZE)
+
+
 async def store_body(req, ns: Namespace, *, max_size: int,
-                     checksum_algorithm: str | None = None) -> StoredBody:
+                     checksum_algorithm: str | None = None,
+                     admit: Callable[[int], Awaitable[None]] | None = None) -> StoredBody:
     """Store the request payload and verify it; returns the uncommitted extent and digests.
 
     ``max_size``: larger payloads fail with EntityTooLarge (before reading when the length is
     announced). ``checksum_algorithm``: a flexible checksum to compute even if the request did
-    not send one (a multipart upload's algorithm). Verifies, after storing and before
+    not send one (a multipart upload's algorithm). ``admit(nbytes)`` is awaited with the
+    memory the upload may hold (:func:`body_footprint`) once the headers are found valid and
+    before any of the body is read (Gateway.admit). Verifies, after storing and before
     returning: the decoded length (IncompleteBody), a signed x-amz-content-sha256
     (XAmzContentSHA256Mismatch), Content-MD5 (InvalidDigest up front, BadDigest), an
     ``x-amz-checksum-*`` header or trailer (InvalidRequest up front, BadDigest). On any failure
@@ -225,6 +241,8 @@ async def store_body(req, ns: Namespace, *, max_size: int,
     flexible = [a for a in (expected.algorithm if expected else None, checksum_algorithm) if a]
     algorithms += flexible
 
+    if admit is not None:
+        await admit(body_footprint(body.length, ns))
     hasher = hasher_for(algorithms, body.length)
     size = 0
 

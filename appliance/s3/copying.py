@@ -8,13 +8,14 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from ..namespace import Namespace, ObjectRecord
 from ..store import Extent
 from .errors import S3Error, invalid_argument
-from .hashing import hasher_for
+from .hashing import hasher_for, queue_footprint
 from .request import MAX_KEY_BYTES
 
 MAX_COPY_SIZE = 5 << 30
@@ -70,17 +71,24 @@ def parse_copy_range(value: str, size: int) -> tuple[int, int]:
 
 
 async def copy_data(ns: Namespace, rec: ObjectRecord, start: int, end: int,
-                    algorithms: list[str] = ()) -> tuple[list[Extent], dict[str, bytes]]:
+                    algorithms: list[str] = (),
+                    admit: Callable[[int], Awaitable[None]] | None = None
+                    ) -> tuple[list[Extent], dict[str, bytes]]:
     """Copy bytes ``[start, end)`` of ``rec`` into new extents; returns (extents, digests of
     ``algorithms`` over the copied bytes).
 
     A whole-object copy of inline data with no digest wanted reuses the extents (inline data is
     part of the record, nothing to share). Otherwise the data is read and written anew, so
     the copy never shares stripe sets with its source (each record's extents are released on
-    their own). The caller commits the extents or discards them."""
+    their own), after ``admit(nbytes)`` has been awaited with the memory the copy may hold
+    (the read window, the write buffers, the hashing queue; Gateway.admit). The caller
+    commits the extents or discards them."""
     if (not algorithms and (start, end) == (0, rec.size)
             and all(e.inline is not None for e in rec.extents)):
         return list(rec.extents), {}
+    if admit is not None:
+        await admit(ns.read_footprint(rec, start, end) + ns.write_footprint(end - start)
+                    + (queue_footprint(end - start) if algorithms else 0))
     hasher = hasher_for(algorithms, end - start) if algorithms else None
 
     async def data():

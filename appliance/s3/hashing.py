@@ -114,6 +114,12 @@ class InlineHasher:
         pass
 
 
+def queue_footprint(length: int | None, chunk: int = 1 << 20) -> int:
+    """Bytes the hasher for a body of ``length`` bytes (None: unknown) may hold queued, fed
+    chunks of at most ``chunk`` bytes."""
+    return 0 if length is not None and length <= INLINE_LIMIT else QUEUE_DEPTH * chunk
+
+
 def hasher_for(algorithms, length: int | None) -> HashThread | InlineHasher:
     """A hasher for a body of ``length`` bytes (None: unknown, e.g. chunked transfer)."""
     if length is not None and length <= INLINE_LIMIT:

@@ -23,10 +23,22 @@ import trio
 
 _installed = False
 
+RECV_SIZE = 1 << 20
+"""Socket read size for hypercorn's trio worker (see app._larger_reads)."""
+APP_QUEUE_SIZE = 1
+"""hypercorn ``max_app_queue_size`` for the gateways: ASGI messages read ahead of the
+application per connection (hypercorn's default is 10). hypercorn reads a request body as it
+arrives, up to RECV_SIZE per read, whether or not the application has admitted
+the request yet (appliance.membudget): with 10, each upload waiting for room held ~11 MiB
+(256 parallel 32 MiB PUTs against a 512 MiB budget: 1.31 GB per gateway), with 1 ~2 MiB
+(0.81 GB). No throughput change measured between 10, 2 and 1 (parallel and single PUTs,
+interleaved). 0 (a rendezvous channel) hangs the server at start."""
+
 
 def install_server_shims() -> None:
     """Install, process-wide and idempotently, every change we make to hypercorn and h11:
-    reason phrases, keep-alive timers and full send buffers (here), pass-through request bodies
+    reason phrases, keep-alive timers, full send buffers, non-blocking disconnects (here),
+    pass-through request bodies
     (:mod:`.h11_buffer`) and response heads sent with the first body bytes (:mod:`.h11_send`).
     Call before serving."""
     from . import h11_buffer, h11_send
@@ -34,6 +46,7 @@ def install_server_shims() -> None:
     install_reason_phrases()
     keep_alive_timers()
     full_send_buffers()
+    disconnect_after_response_never_blocks()
     h11_buffer.install()
     h11_send.install()
 
@@ -151,3 +164,41 @@ def full_send_buffers() -> None:
 
     __init__._full_send_buffer = True
     server.__init__ = __init__
+
+
+def disconnect_after_response_never_blocks() -> None:
+    """Deliver ``http.disconnect`` to an application that has sent its whole response without
+    waiting for room in its queue (idempotent).
+
+    hypercorn 0.13 delivers it from inside the application's own last ``send()``
+    (``HTTPStream.app_send`` -> ``StreamClosed`` -> ``HTTPStream.handle`` -> ``app_put``), and
+    ``app_put`` waits while the application's queue (APP_QUEUE_SIZE messages) is full. A
+    response sent without reading the whole request (an error, or 503 SlowDown before any of
+    the body) leaves the queue full of body chunks, or of the end-of-body message of a GET,
+    and then the send waits for the application to empty the queue, which it never will: the
+    request hung until shutdown. With hypercorn's default of 10 messages that only happened
+    when ten reads arrived during the error response; with 1 it happened every time. Once the
+    response is complete the application needs no disconnect notice, so it is dropped when
+    the queue has no room."""
+    from hypercorn.protocol import http_stream
+    from hypercorn.protocol.events import StreamClosed
+
+    stream = http_stream.HTTPStream
+    if getattr(stream.handle, "_never_blocks", False):
+        return
+    handle = stream.handle
+
+    async def handle_(self, event) -> None:
+        channel = getattr(getattr(self, "app_put", None), "__self__", None)
+        if (isinstance(event, StreamClosed) and not self.closed
+                and self.state is http_stream.ASGIHTTPState.CLOSED
+                and isinstance(channel, trio.MemorySendChannel)):
+            self.closed = True
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
+                                     trio.ClosedResourceError):
+                channel.send_nowait({"type": "http.disconnect"})
+            return
+        await handle(self, event)
+
+    handle_._never_blocks = True
+    stream.handle = handle_

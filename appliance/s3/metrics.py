@@ -7,6 +7,11 @@
 - ``appliance_s3_received_bytes_total{op}`` / ``appliance_s3_sent_bytes_total{op}``: body
   bytes read from clients and sent to them.
 - ``appliance_s3_requests_in_flight``: requests being served (summed over gateway processes).
+- ``appliance_s3_memory_reserved_bytes`` / ``appliance_s3_memory_budget_bytes``: buffer memory
+  reserved by the requests being served, and how much they may reserve (appliance.membudget);
+  ``appliance_s3_requests_waiting_for_memory``: requests waiting for room.
+- ``appliance_s3_slowdown_total``: requests refused with 503 SlowDown because the budget had
+  no room for them in time.
 
 A node runs several gateway processes; with PROMETHEUS_MULTIPROC_DIR set (``appliance up``
 sets it) each writes its samples there and :func:`exposition` merges them, so any process
@@ -28,6 +33,17 @@ BYTES_IN = Counter("appliance_s3_received_bytes_total", "Request body bytes rece
 BYTES_OUT = Counter("appliance_s3_sent_bytes_total", "Response body bytes sent", ["op"])
 IN_FLIGHT = Gauge("appliance_s3_requests_in_flight", "S3 requests being served",
                   multiprocess_mode="livesum")
+MEMORY_RESERVED = Gauge("appliance_s3_memory_reserved_bytes",
+                        "Buffer memory reserved by the requests being served",
+                        multiprocess_mode="livesum")
+MEMORY_BUDGET = Gauge("appliance_s3_memory_budget_bytes",
+                      "Buffer memory the requests being served may reserve",
+                      multiprocess_mode="livesum")
+MEMORY_WAITING = Gauge("appliance_s3_requests_waiting_for_memory",
+                       "Requests waiting for room in the memory budget",
+                       multiprocess_mode="livesum")
+SLOWDOWN = Counter("appliance_s3_slowdown_total",
+                   "Requests refused with 503 SlowDown: no room in the memory budget in time")
 
 
 class _NodeCollector(multiprocess.MultiProcessCollector):

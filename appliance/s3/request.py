@@ -61,6 +61,8 @@ class S3Request:
     op: str = "Unknown"
     """Operation name for logs and metrics (AWS API name, e.g. ``PutObject``)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    leases: list = field(default_factory=list)
+    """Memory reserved for this request (membudget.Lease), given back once it is answered."""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)

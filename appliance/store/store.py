@@ -33,6 +33,7 @@ from ..meta import Compare, Delete, MetaStore, Put
 from . import metrics
 from ..buffers import unfilled_bytearray
 from .codec import PoolSpec, codec_for
+from .directio import STAGING_SIZE
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device, build_pg_table, pg_of
 from .shardfile import ShardError
@@ -284,6 +285,40 @@ class Store:
                              f"{sorted(unknown)}")
         pools = {spec.name: Pool.from_record(rec)}
         return cls(meta, clients, pools, spec.name)
+
+    # -- memory ----------------------------------------------------------------------------
+    def write_footprint(self, length: int | None, pool: str | None = None) -> int:
+        """Bytes of buffers one :meth:`write` of ``length`` bytes (None: not known) holds at
+        most, for admission control (appliance.membudget): the batch being cut from the
+        body, one queued, one being encoded and its K+M fragments, and, with in-process
+        shard servers, the O_DIRECT staging of the parity shards (two buffers each). 0 for
+        an inline object. 26 MiB for ec:4+2; 256 parallel PUTs of 32 MiB averaged 22 MiB
+        of gateway memory each."""
+        if length is not None and length <= INLINE_MAX:
+            return 0
+        spec = self.pools[pool or self.default_pool].spec
+        batch = BATCH_SEGMENTS * SEGMENT_SIZE
+        if length is not None:
+            batch = min(batch, -(-length // SEGMENT_SIZE) * SEGMENT_SIZE)
+        staging = 0 if spec.replicated else spec.m * 2 * STAGING_SIZE
+        return 3 * batch + batch * spec.width // spec.k + staging
+
+    def read_footprint(self, extents: list[Extent], start: int, end: int) -> int:
+        """Bytes of buffers :meth:`read_many` of ``[start, end)`` holds at most, for
+        admission control: the batch of segments being sent and READ_AHEAD batches fetched
+        ahead, one extent at a time. 0 when only inline data is read. 32 MiB for a large
+        range; 128 GETs whose clients did not read held ~34 MiB of gateway memory each. This
+        is a healthy read, whose shares are read straight into the segments; a degraded read
+        also holds the fragments it decodes from, up to twice as much while it lasts."""
+        most, base = 0, 0
+        window = (1 + READ_AHEAD) * READ_BATCH_SEGMENTS
+        for e in extents:
+            lo, hi = max(start - base, 0), min(end - base, e.size)
+            if lo < hi and e.inline is None:
+                seg = e.segment_size
+                most = max(most, min(window, (hi - 1) // seg - lo // seg + 1) * seg)
+            base += e.size
+        return most
 
     # -- writing ---------------------------------------------------------------------------
     async def write(self, body: AsyncIterable[bytes], *, pool: str | None = None) -> Extent:

@@ -40,10 +40,12 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "
 class S3Server:
     """One server process; ``creds[user] = (akid, secret)`` for users root and other."""
 
-    def __init__(self, data_dir: Path, domain: str | None = None, body_timeout: float = 60):
+    def __init__(self, data_dir: Path, domain: str | None = None, body_timeout: float = 60,
+                 extra_args: list[str] = ()):
         self.data_dir = data_dir
         self.domain = domain
         self.body_timeout = body_timeout
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir / "server.log"
 
@@ -59,6 +61,7 @@ class S3Server:
                "--fd", str(sock.fileno()), "--body-timeout", str(self.body_timeout)]
         if self.domain:
             cmd += ["--domain", self.domain]
+        cmd += self.extra_args
         env = {**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,

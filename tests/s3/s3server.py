@@ -1,7 +1,8 @@
 """Run S3App under hypercorn (trio worker) over a real SqliteMeta + Store (ec:4+2 on six
 stand-in disks) in a data directory: the test fixture's server process.
 
-    python s3server.py DATA_DIR --fd N [--domain D]
+    python s3server.py DATA_DIR --fd N [--domain D] [--body-timeout S]
+                       [--memory-budget BYTES --admission-wait S]
 
 Listens on the already-bound socket ``N`` (inherited, so the port is known before start and
 never raced for). Creates users ``root`` and ``other`` with keys on first start and prints one
@@ -28,7 +29,7 @@ from appliance.accounts import Accounts  # noqa: E402
 from appliance.meta import SqliteMeta  # noqa: E402
 from appliance.namespace import Namespace  # noqa: E402
 from appliance.s3.app import S3App  # noqa: E402
-from appliance.s3.http_compat import install_server_shims  # noqa: E402
+from appliance.s3.http_compat import APP_QUEUE_SIZE, install_server_shims  # noqa: E402
 from appliance.store import InProcessClient, ShardServer, Store  # noqa: E402
 from appliance.store.repair import Repairer  # noqa: E402
 
@@ -57,8 +58,10 @@ async def main(args) -> None:
         cfg.bind = [f"fd://{args.fd}"]
         cfg.accesslog = None
         cfg.graceful_timeout = 2
+        cfg.max_app_queue_size = APP_QUEUE_SIZE
         app = S3App(ns, accounts, region="us-east-1", domain=args.domain,
-                    body_timeout=args.body_timeout)
+                    body_timeout=args.body_timeout, memory_budget=args.memory_budget,
+                    admission_wait=args.admission_wait)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
@@ -83,6 +86,8 @@ if __name__ == "__main__":
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--domain")
     p.add_argument("--body-timeout", type=float, default=60.0)
+    p.add_argument("--memory-budget", type=int, default=None, help="bytes (default: no limit)")
+    p.add_argument("--admission-wait", type=float, default=10.0)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

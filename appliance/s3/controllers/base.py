@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...accounts import Accounts
+from ...membudget import BudgetExceeded, MemoryBudget
 from ...namespace import Bucket, Namespace, ObjectRecord
+from .. import metrics
 from ..conditional import check_preconditions
 from ..copying import parse_copy_source
 from ..errors import S3Error
@@ -22,6 +24,35 @@ class Gateway:
     domain: str | None = None
     body_timeout: float = 60.0
     """Seconds a request body may stall before the request fails with RequestTimeout."""
+    memory: MemoryBudget | None = None
+    """Bytes the data buffers of this process's requests may hold (None: no limit)."""
+    admission_wait: float = 10.0
+    """Seconds a request waits for room in ``memory`` before 503 SlowDown (MinIO's
+    requests_deadline is also 10 s; the AWS SDKs' read timeout is 60 s)."""
+
+    async def admit(self, req: S3Request, nbytes: int) -> None:
+        """Hold ``nbytes`` of ``memory`` until the request has been answered (S3App releases
+        it). Raises S3Error SlowDown (503), which the AWS SDKs retry with backoff, when the
+        room is not free within ``admission_wait``."""
+        if self.memory is None or nbytes <= 0:
+            return
+        metrics.MEMORY_WAITING.inc()
+        try:
+            req.leases.append(await self.memory.reserve(nbytes, self.admission_wait))
+        except BudgetExceeded:
+            metrics.SLOWDOWN.inc()
+            raise S3Error("SlowDown") from None
+        finally:
+            metrics.MEMORY_WAITING.dec()
+        metrics.MEMORY_RESERVED.set(self.memory.used)
+
+    def release(self, req: S3Request) -> None:
+        """Give back what :meth:`admit` reserved for ``req``."""
+        if req.leases:
+            for lease in req.leases:
+                lease.release()
+            req.leases.clear()
+            metrics.MEMORY_RESERVED.set(self.memory.used)
 
 
 class Controller:

@@ -9,6 +9,7 @@ record without copying data (the record's extents are the parts' extents in orde
 from __future__ import annotations
 
 import base64
+import functools
 import time
 
 from ...namespace import NoSuchUpload, ObjectRecord, Part, PartChanged, Upload
@@ -112,7 +113,8 @@ class MultipartController(Controller):
         number = _part_number(req)
         up = await self._upload(req)
         alg = up.template.get("checksum_algorithm") or None
-        stored = await store_body(req, self.ns, max_size=MAX_PART_SIZE, checksum_algorithm=alg)
+        stored = await store_body(req, self.ns, max_size=MAX_PART_SIZE, checksum_algorithm=alg,
+                                  admit=functools.partial(self.gw.admit, req))
         checksums = dict(stored.checksums)
         part = Part(number, stored.size, stored.etag, time.time(), stored.extent, checksums)
         await self.ns.put_part(up, part)  # discards the extent itself on NoSuchUpload
@@ -133,7 +135,8 @@ class MultipartController(Controller):
         check_copy_size(end - start)
         alg = up.template.get("checksum_algorithm") or None
         algorithms = ["MD5"] + ([alg] if alg else [])
-        extents, digests = await copy_data(self.ns, src, start, end, algorithms)
+        extents, digests = await copy_data(self.ns, src, start, end, algorithms,
+                                           admit=functools.partial(self.gw.admit, req))
         checksums = {alg: base64.b64encode(digests[alg]).decode()} if alg else {}
         part = Part(number, end - start, digests["MD5"].hex(), time.time(), extents[0],
                     checksums)

@@ -8,6 +8,7 @@ and any failure before it discards the stored data.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -78,7 +79,8 @@ class ObjectController(Controller):
         headers = content_headers(req)
         meta = user_metadata(req)
         expect_rev = await self._write_condition(req)
-        stored = await store_body(req, self.ns, max_size=MAX_PUT_SIZE)
+        stored = await store_body(req, self.ns, max_size=MAX_PUT_SIZE,
+                                  admit=functools.partial(self.gw.admit, req))
         rec = ObjectRecord(key=req.key, size=stored.size, etag=stored.etag, mtime=time.time(),
                            extents=[stored.extent], headers=headers, meta=meta,
                            checksums=stored.checksums,
@@ -164,8 +166,10 @@ class ObjectController(Controller):
         headers = apply_overrides(req, headers) + extra
         length = end - start
         headers.append(("content-length", str(length)))
-        body = b"" if head or length == 0 else self.ns.read(rec, start, end)
-        return Response(status, headers, body, length)
+        if head or length == 0:
+            return Response(status, headers, b"", length)
+        await self.gw.admit(req, self.ns.read_footprint(rec, start, end))
+        return Response(status, headers, self.ns.read(rec, start, end), length)
 
     async def head_object(self, req: S3Request) -> Response:
         """GetObject without the body (errors carry no body either).
@@ -265,7 +269,8 @@ class ObjectController(Controller):
         else:
             headers, meta = dict(src.headers), dict(src.meta)
         expect_rev = await self._write_condition(req)
-        extents, _ = await copy_data(self.ns, src, 0, src.size)
+        extents, _ = await copy_data(self.ns, src, 0, src.size,
+                                     admit=functools.partial(self.gw.admit, req))
         rec = ObjectRecord(key=req.key, size=src.size, etag=src.etag, mtime=time.time(),
                            extents=extents, headers=headers, meta=meta,
                            checksums=dict(src.checksums), checksum_type=src.checksum_type,
