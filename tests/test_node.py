@@ -184,6 +184,34 @@ def test_a_burst_of_connections_is_spread_evenly_over_the_gateways(appliance_fac
                    what="connections released")
 
 
+def test_a_burst_of_connections_larger_than_hypercorns_backlog_is_served(appliance_factory):
+    """Connections wait in the kernel's accept queue while the gateways are busy. With the
+    gateways stopped, 400 clients connect and send a request; once they go on, every one
+    is answered. hypercorn re-listens with its own backlog (100 by default): then the
+    connections past the first ~100 did not get through within 30 s (their SYNs dropped),
+    and under load bursts of clients were reset (SYN cookies that found the queue full)."""
+    app = appliance_factory()
+    pids = gateway_pids(app)
+    request = f"GET /health HTTP/1.1\r\nHost: {app.hostport}\r\n\r\n".encode()
+    conns = []
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(400):
+            s = socket.create_connection((app.host, app.port), timeout=30)
+            s.sendall(request)
+            conns.append(s)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        answers = [s.recv(12) for s in conns]
+    finally:
+        for s in conns:
+            s.close()
+    assert answers == [b"HTTP/1.1 200"] * 400
+
+
 def test_sigterm_lets_an_upload_in_flight_finish(appliance_factory):
     """Clean shutdown: a PUT half sent when SIGTERM arrives still completes with 200, new
     connections are refused, the node exits 0, and the object is there after a restart."""
