@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import resource
 import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -125,6 +126,23 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the gateways inherit it);
+    returns the new soft limit. Every connection and every shard file being written or read
+    is a descriptor: under Debian's default soft limit of 1024, 1,800 idle connections made
+    PUTs fail with 503 ("6 of 6 shard writes failed: Too many open files"), counted as
+    failures of healthy disks. Go raises its soft limit the same way since Go 1.19."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit from %d: %s", soft, e)
+    return soft
+
+
 def default_request_memory() -> int:
     """A quarter of the machine's RAM, in bytes: what the buffers of the S3 requests in flight
     may hold, all gateway processes together (appliance.membudget)."""
@@ -142,6 +160,7 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
     all (default :func:`default_request_memory`), split evenly between them. Clean shutdown:
     the gateways stop accepting and finish the requests in flight, then background work
     stops and metadata is closed. Raises SetupError, GatewayFailure."""
+    raise_open_files_limit()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = await _lock(data_dir)
     try:

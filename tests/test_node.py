@@ -2,6 +2,7 @@
 
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -210,6 +211,38 @@ def test_a_burst_of_connections_larger_than_hypercorns_backlog_is_served(applian
         for s in conns:
             s.close()
     assert answers == [b"HTTP/1.1 200"] * 400
+
+
+def test_a_low_open_files_limit_is_raised_so_many_connections_do_not_fail_writes(
+        appliance_factory):
+    """Started under a soft limit of 256 descriptors (Debian's default is 1024), the node
+    raises it to the hard limit: with 600 connections open, a PUT still writes its six
+    shards. Before, such a gateway stopped accepting connections at its limit, and PUTs
+    that got in failed with 503 when it could not open their shard files ("Too many open
+    files"), counted as failures of healthy disks."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard open files limit ({hard}) leaves no room to test above 256")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        app = appliance_factory(extra_args=["--workers", "1"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    idle = []
+    try:
+        for _ in range(600):
+            idle.append(socket.create_connection((app.host, app.port)))
+        wait_for(lambda: connections_per_gateway(app) == [600], timeout=20,
+                 what="600 connections accepted")
+        s3 = app.boto3_client()
+        s3.create_bucket(Bucket="fds")
+        data = os.urandom(8 * MiB)
+        s3.put_object(Bucket="fds", Key="k", Body=data)
+        assert s3.get_object(Bucket="fds", Key="k")["Body"].read() == data
+        assert metric_total(app, "appliance_shard_failures_total") == 0
+    finally:
+        for s in idle:
+            s.close()
 
 
 def test_sigterm_lets_an_upload_in_flight_finish(appliance_factory):
