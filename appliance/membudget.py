@@ -2,9 +2,9 @@
 
 Each streaming read or write holds a bounded set of buffers (``Store.read_footprint`` and
 ``Store.write_footprint``), but a process that starts any number of them at once holds any
-amount of memory. Measured on one gateway process: 128 clients that stopped reading their GETs
-held 4.4 GB (~34 MiB each, the read-ahead window), 256 parallel PUTs 5.6 GB. Enough clients
-would have the kernel kill the gateway. So a request reserves its footprint before it starts
+amount of memory. Measured on a node with two gateway processes: 128 clients that stopped
+reading their GETs held 4.4 GB (~34 MiB each, the read-ahead window), 256 parallel PUTs
+5.6 GB. Enough clients would have the kernel kill the gateways. So a request reserves its footprint before it starts
 moving data. When the budget is spent it waits its turn, first come first served, until its
 deadline, and is then refused (the S3 gateway answers 503 SlowDown, which the AWS SDKs retry
 with backoff). MinIO bounds its requests the same way (``api requests_max``, with a 10 s
