@@ -28,19 +28,20 @@ RECV_SIZE = 1 << 20
 APP_QUEUE_SIZE = 1
 """hypercorn ``max_app_queue_size`` for the gateways: ASGI messages read ahead of the
 application per connection (hypercorn's default is 10). hypercorn reads a request body as it
-arrives, up to RECV_SIZE per read, whether or not the application has admitted
-the request yet (appliance.membudget): with 10, each upload waiting for room held ~11 MiB
-(256 parallel 32 MiB PUTs against a 512 MiB budget: 1.31 GB per gateway), with 1 ~2 MiB
-(0.81 GB). No throughput change measured between 10, 2 and 1 (parallel and single PUTs,
-interleaved). 0 (a rendezvous channel) hangs the server at start."""
+arrives, up to RECV_SIZE per read, whether or not the application has admitted the request
+yet (appliance.membudget): with 10, each upload waiting for room held ~11 MiB (256 parallel
+32 MiB PUTs against a 512 MiB budget: 1.31 GB per gateway), with 1 ~2 MiB (0.71-0.81 GB).
+No throughput change measured between 10, 2 and 1 (parallel and single PUTs, interleaved).
+0 (a rendezvous channel) hangs the server at start. A queue this short needs
+:func:`disconnect_after_response_never_blocks`."""
 
 
 def install_server_shims() -> None:
     """Install, process-wide and idempotently, every change we make to hypercorn and h11:
-    reason phrases, keep-alive timers, full send buffers, non-blocking disconnects (here),
-    pass-through request bodies
-    (:mod:`.h11_buffer`) and response heads sent with the first body bytes (:mod:`.h11_send`).
-    Call before serving."""
+    reason phrases, keep-alive timers, full send buffers and non-blocking disconnects (here),
+    pass-through request bodies (:mod:`.h11_buffer`) and response heads sent with the first
+    body bytes (:mod:`.h11_send`). Call before serving; the gateways also set hypercorn's
+    ``max_app_queue_size`` to APP_QUEUE_SIZE."""
     from . import h11_buffer, h11_send
 
     install_reason_phrases()
