@@ -60,14 +60,24 @@ class MemoryBudget:
     def waiting(self) -> int:
         return len(self._queue)
 
-    async def reserve(self, nbytes: int, wait_s: float) -> Lease:
+    def try_reserve(self, nbytes: int) -> Lease | None:
         """Reserve ``nbytes`` (at most ``capacity``: a request larger than the whole budget
-        runs alone). Waits behind earlier reservations for up to ``wait_s`` seconds; raises
-        BudgetExceeded after that. A cancelled wait reserves nothing."""
+        runs alone) if that needs no wait: no earlier reservation is waiting and the bytes
+        are free. None otherwise."""
         nbytes = max(0, min(nbytes, self.capacity))
         if not self._queue and self.used + nbytes <= self.capacity:
             self.used += nbytes
             return Lease(self, nbytes)
+        return None
+
+    async def reserve(self, nbytes: int, wait_s: float) -> Lease:
+        """Reserve ``nbytes`` as :meth:`try_reserve` does, waiting behind earlier
+        reservations for up to ``wait_s`` seconds; raises BudgetExceeded after that. A
+        cancelled wait reserves nothing."""
+        lease = self.try_reserve(nbytes)
+        if lease is not None:
+            return lease
+        nbytes = max(0, min(nbytes, self.capacity))
         waiter = _Waiter(nbytes)
         self._queue.append(waiter)
         try:

@@ -126,21 +126,18 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
-def raise_open_files_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the gateways inherit it);
-    returns the new soft limit. Every connection and every shard file being written or read
+def raise_open_files_limit() -> None:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the gateways inherit it).
+    Every connection and every shard file being written or read
     is a descriptor: under Debian's default soft limit of 1024, 1,800 idle connections made
     PUTs fail with 503 ("6 of 6 shard writes failed: Too many open files"), counted as
     failures of healthy disks. Go raises its soft limit the same way since Go 1.19."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != hard:  # Linux caps the hard limit at fs.nr_open: never RLIM_INFINITY
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError) as e:
             log.warning("could not raise the open files limit from %d: %s", soft, e)
-    return soft
 
 
 def default_request_memory() -> int:

@@ -672,11 +672,11 @@ class Store:
             return
         self._repair_queued.add((extent.sid, index))
         log.info("queue repair of %s.%d: %s", extent.sid, index, reason)
-        await self.meta.txn([], [_repair_entry(extent, index, reason)])
-        self._work.set()
+        await self.queue_repairs([(extent, index)], reason)
 
     async def queue_repairs(self, shards: list[tuple[Extent, int]], reason: str) -> None:
-        """:meth:`queue_repair` for many (extent, index) pairs in one metadata transaction."""
+        """Record many (extent, index) pairs for repair in one metadata transaction (without
+        :meth:`queue_repair`'s memory of what this process already queued)."""
         if shards:
             await self.meta.txn([], [_repair_entry(e, i, reason) for e, i in shards])
             self._work.set()

@@ -43,6 +43,7 @@ class S3Server:
     def __init__(self, data_dir: Path, domain: str | None = None, body_timeout: float = 60,
                  extra_args: list[str] = ()):
         self.data_dir = data_dir
+        self.host = "127.0.0.1"
         self.domain = domain
         self.body_timeout = body_timeout
         self.extra_args = list(extra_args)

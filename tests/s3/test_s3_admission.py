@@ -7,14 +7,13 @@ are a quarter of RAM and 10 s)."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import threading
 
 import botocore.exceptions
 import pytest
 
-from helpers import http_get
+from helpers import metric_total
 from s3kit import RawClient, S3Server, wait_until
 
 MiB = 1 << 20
@@ -41,13 +40,6 @@ def big(tight):
     return data
 
 
-def metric(server: S3Server, name: str) -> float:
-    status, body = http_get("127.0.0.1", server.port, "/metrics")
-    assert status == 200
-    m = re.search(r"^%s(?:\{[^}]*\})? ([0-9.e+-]+)$" % re.escape(name), body.decode(), re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def hold_get(server: S3Server, key: str) -> socket.socket:
     """Start a GET of ``adm/key`` and stop reading after the status line: the gateway keeps
     the request, and the read window it reserved, until the socket is closed."""
@@ -70,7 +62,7 @@ def test_data_requests_past_the_budget_get_slowdown_and_change_nothing(tight, bi
     c = tight.client()  # no retries: the first answer is what the test sees
     held = hold_get(tight, "big")
     try:
-        assert metric(tight, "appliance_s3_memory_reserved_bytes") == 32 * MiB
+        assert metric_total(tight, "appliance_s3_memory_reserved_bytes") == 32 * MiB
         with pytest.raises(botocore.exceptions.ClientError) as e:
             c.put_object(Bucket="adm", Key="refused", Body=os.urandom(8 * MiB))
         assert error_code(e) == ("SlowDown", 503)
@@ -85,13 +77,13 @@ def test_data_requests_past_the_budget_get_slowdown_and_change_nothing(tight, bi
         assert c.get_object(Bucket="adm", Key="small")["Body"].read() == b"x" * 1000
         assert [o["Key"] for o in c.list_objects_v2(Bucket="adm")["Contents"]] == \
             ["big", "small"]
-        assert metric(tight, "appliance_s3_slowdown_total") >= 3
+        assert metric_total(tight, "appliance_s3_slowdown_total") >= 3
         # Refused requests are over, not hanging: only the held GET and /metrics are served.
-        assert wait_until(lambda: metric(tight, "appliance_s3_requests_in_flight") == 2)
+        assert wait_until(lambda: metric_total(tight, "appliance_s3_requests_in_flight") == 2)
     finally:
         held.close()
     # The room is given back when the client goes away.
-    assert wait_until(lambda: metric(tight, "appliance_s3_memory_reserved_bytes") == 0)
+    assert wait_until(lambda: metric_total(tight, "appliance_s3_memory_reserved_bytes") == 0)
     data = os.urandom(8 * MiB)
     c.put_object(Bucket="adm", Key="refused", Body=data)
     assert c.get_object(Bucket="adm", Key="refused")["Body"].read() == data
@@ -115,10 +107,10 @@ def test_a_waiting_request_goes_in_as_soon_as_room_is_given_back(tight, big):
     t.start()
     try:
         assert wait_until(
-            lambda: metric(tight, "appliance_s3_requests_waiting_for_memory") == 1)
+            lambda: metric_total(tight, "appliance_s3_requests_waiting_for_memory") == 1)
     finally:
         held.close()
     t.join(30)
     assert outcome == ["stored"]
     assert tight.client().get_object(Bucket="adm", Key="waited")["Body"].read() == data
-    assert metric(tight, "appliance_s3_requests_waiting_for_memory") == 0
+    assert metric_total(tight, "appliance_s3_requests_waiting_for_memory") == 0

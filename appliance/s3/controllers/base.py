@@ -36,14 +36,17 @@ class Gateway:
         room is not free within ``admission_wait``."""
         if self.memory is None or nbytes <= 0:
             return
-        metrics.MEMORY_WAITING.inc()
-        try:
-            req.leases.append(await self.memory.reserve(nbytes, self.admission_wait))
-        except BudgetExceeded:
-            metrics.SLOWDOWN.inc()
-            raise S3Error("SlowDown") from None
-        finally:
-            metrics.MEMORY_WAITING.dec()
+        lease = self.memory.try_reserve(nbytes)
+        if lease is None:  # the gauge moves only for requests that wait
+            metrics.MEMORY_WAITING.inc()
+            try:
+                lease = await self.memory.reserve(nbytes, self.admission_wait)
+            except BudgetExceeded:
+                metrics.SLOWDOWN.inc()
+                raise S3Error("SlowDown") from None
+            finally:
+                metrics.MEMORY_WAITING.dec()
+        req.leases.append(lease)
         metrics.MEMORY_RESERVED.set(self.memory.used)
 
     def release(self, req: S3Request) -> None:
