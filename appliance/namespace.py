@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 
 import trio
 
+from .diskspace import DiskFull
 from .meta import KV, Compare, Delete, MetaStore, Put, prefix_end
-from .store import Extent, Store
+from .store import Extent, Store, StoreFull
 
 
 DELETE_MARK_TTL_S = 10.0
@@ -160,7 +161,8 @@ class Namespace:
 
     # -- buckets ---------------------------------------------------------------------------
     async def create_bucket(self, name: str, owner: str) -> Bucket:
-        """Raises BucketExists(owner) if the name is taken (by anyone)."""
+        """Raises BucketExists(owner) if the name is taken (by anyone), StoreFull."""
+        self.check_room()
         b = Bucket(name, owner, time.time())
         res = await self.meta.txn([Compare(_bkey(name), 0)],
                                   [Put(_bkey(name), json.dumps(asdict(b)).encode())])
@@ -224,8 +226,19 @@ class Namespace:
 
     # -- objects ---------------------------------------------------------------------------
     async def write_data(self, body: AsyncIterable[bytes]) -> Extent:
-        """Store a byte stream durably (K+1 shards); returns the extent to commit or discard."""
+        """Store a byte stream durably (K+1 shards); returns the extent to commit or discard.
+        Raises StoreFull when the metadata's disk or enough data disks are within their
+        free-space reserve (diskspace), StoreUnavailable."""
+        self.check_room()
         return await self.store.write(body)
+
+    def check_room(self) -> None:
+        """Raise StoreFull when the metadata's disk is within its free-space reserve: new
+        objects, uploads and buckets are refused there; deletes go on and free space."""
+        try:
+            self.meta.check_room()
+        except DiskFull as e:
+            raise StoreFull(f"metadata disk: {e}") from e
 
     def write_footprint(self, length: int | None) -> int:
         """Memory one :meth:`write_data` of ``length`` bytes (None: unknown) holds at most."""
@@ -328,7 +341,8 @@ class Namespace:
 
     # -- multipart uploads -------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, owner: str, template: dict) -> Upload:
-        """A new multipart upload. Raises NoSuchBucket."""
+        """A new multipart upload. Raises NoSuchBucket, StoreFull."""
+        self.check_room()
         up = Upload(bucket, key, secrets.token_urlsafe(24), time.time(), owner, template)
         while True:
             bkv = await self._live_bucket(bucket)

@@ -111,6 +111,11 @@ class MetaStore(abc.ABC):
     async def count_prefix(self, prefix: bytes) -> int:
         return len(await self.scan(prefix, prefix_end(prefix)))
 
+    def check_room(self) -> None:
+        """Raise diskspace.DiskFull when the engine's storage is within its free-space
+        reserve. Callers check before adding data; deletes never do, so that they can free
+        space. Default: an engine whose storage is not a local filesystem never refuses."""
+
     @abc.abstractmethod
     async def lease_grant(self, ttl: float) -> int:
         """A new lease id; keys put with it are deleted when it expires (``ttl`` seconds)."""

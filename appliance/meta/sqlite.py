@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..diskspace import check_room
 from .base import KV, Compare, Delete, LeaseNotFound, MetaError, MetaStore, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class SqliteMeta(MetaStore):
 
     def __init__(self, path: str):
         self.path = path
+        self._dir = os.path.dirname(os.path.abspath(path))
         init = _connect(path)
         init.executescript(_SCHEMA)
         init.close()
@@ -149,6 +151,9 @@ class SqliteMeta(MetaStore):
             raise p.result
         assert p.result is not None
         return p.result
+
+    def check_room(self) -> None:
+        check_room(self._dir)
 
     async def lease_grant(self, ttl: float) -> int:
         return await self._run_write(lambda c: self._do_lease_grant(c, ttl))

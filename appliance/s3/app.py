@@ -24,7 +24,7 @@ from ..membudget import MemoryBudget
 from ..meta import MetaError
 from ..namespace import (BucketNotEmpty, ConflictError, Namespace, NoSuchBucket, NoSuchUpload,
                          PartChanged)
-from ..store import StoreReadError, StoreUnavailable
+from ..store import StoreFull, StoreReadError, StoreUnavailable
 from . import metrics
 from .auth import access_key_id, authenticate
 from .body import BodyReader, ClientDisconnected
@@ -237,6 +237,10 @@ class S3App:
             return S3Error("InvalidPart", f"Part {exc} was replaced while completing the upload")
         if isinstance(exc, ConflictError):
             return S3Error("ConditionalRequestConflict")
+        if isinstance(exc, StoreFull):
+            log.warning("storage full: %s", exc)
+            return S3Error("StorageFull", f"The storage is full ({exc}); it keeps its last "
+                                          "free space for deletes. Delete objects to make room.")
         if isinstance(exc, StoreUnavailable):
             log.warning("store unavailable: %s", exc)
             return S3Error("ServiceUnavailable", f"Not enough storage devices available: {exc}")

@@ -129,6 +129,11 @@ CODES: dict[str, tuple[int, str]] = {
                                    "signature you provided. Check your key and signing "
                                    "method."),
     "SlowDown": (503, "Please reduce your request rate."),
+    # Not an AWS code (S3 has no full disks): 507 as in RFC 4918 §11.5, which SDKs do not
+    # retry, since retrying will not help until objects are deleted. MinIO's equivalent is
+    # XMinioStorageFull.
+    "StorageFull": (507, "The storage is full: it keeps its last free space for deletes. "
+                         "Delete objects to make room."),
     "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
     "UnexpectedContent": (400, "This request does not support content."),
     "XAmzContentSHA256Mismatch": (400, "The provided 'x-amz-content-sha256' header does not "

@@ -4,9 +4,11 @@ from .codec import PoolSpec, PoolSpecError
 from .extent import SEGMENT_SIZE, Extent
 from .placement import Device
 from .shardserver import ShardServer
-from .store import INLINE_MAX, Store, StoreError, StoreReadError, StoreUnavailable
+from .store import (INLINE_MAX, Store, StoreError, StoreFull, StoreReadError,
+                    StoreUnavailable)
 from .transport import DeviceUnavailable, InProcessClient, ShardClient, UnavailableClient
 
 __all__ = ["PoolSpec", "PoolSpecError", "SEGMENT_SIZE", "Extent", "Device", "ShardServer",
-           "INLINE_MAX", "Store", "StoreError", "StoreReadError", "StoreUnavailable",
+           "INLINE_MAX", "Store", "StoreError", "StoreFull", "StoreReadError",
+           "StoreUnavailable",
            "DeviceUnavailable", "InProcessClient", "ShardClient", "UnavailableClient"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..crc32c import crc32c, crc32c_at
+from ..diskspace import check_room
 from ..durable import fsync_dir
 
 from .directio import DirectAppender, StagingPool, open_direct
@@ -34,6 +35,8 @@ _IOV_BATCH = 1024
 """Buffers per preadv call (Linux's IOV_MAX)."""
 WRITEBACK_EVERY = 8 << 20
 """Start writeback of a shard file each time this many bytes were appended (see append)."""
+ROOM_CHECK_EVERY = 8 << 20
+"""Check the disk's free-space reserve each time this many bytes were appended."""
 DIRECT_WRITERS = 2
 """Threads per device writing O_DIRECT shards' blocks behind the appends (directio)."""
 
@@ -61,6 +64,7 @@ class _Open:
     segments: int = 0
     digest: int = 0
     unsynced: int = 0
+    unchecked: int = 0  # bytes appended since the last free-space check
     direct: DirectAppender | None = None
 
 
@@ -88,7 +92,9 @@ class ShardServer:
         """Start writing shard ``sid.index``; returns a handle for append/commit/abort.
 
         ``cached=False`` writes past the page cache (O_DIRECT, see directio) where the
-        filesystem allows it: for shards not expected to be read soon, such as parity."""
+        filesystem allows it: for shards not expected to be read soon, such as parity.
+        Raises diskspace.DiskFull when the disk is within its free-space reserve."""
+        check_room(self.root)
         tmp = self._tmp / f"{sid}.{index}.{secrets.token_hex(4)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd, direct = (os.open(tmp, flags, 0o600), False) if cached else open_direct(tmp, flags)
@@ -110,14 +116,20 @@ class ShardServer:
         return h
 
     def append(self, handle: int, fragments: list[bytes]) -> None:
-        """Append whole segments' fragments, each followed by its crc32c, in one writev."""
+        """Append whole segments' fragments, each followed by its crc32c, in one writev.
+        Raises diskspace.DiskFull once the disk is within its free-space reserve (checked
+        every ROOM_CHECK_EVERY bytes), so that a large write stops there too."""
         st = self._open[handle]
+        if st.unchecked >= ROOM_CHECK_EVERY:
+            check_room(self.root)
+            st.unchecked = 0
         iov = []
         for frag in fragments:
             c = CRC.pack(crc32c(frag))
             st.digest = crc32c(c, st.digest)
             iov += (frag, c)
         st.segments += len(fragments)
+        st.unchecked += sum(map(len, fragments))
         if st.direct is not None:
             st.direct.write(*iov)
             return

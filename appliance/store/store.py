@@ -32,6 +32,7 @@ import trio
 from ..meta import Compare, Delete, MetaStore, Put
 from . import metrics
 from ..buffers import unfilled_bytearray
+from ..diskspace import is_full_error
 from .codec import PoolSpec, codec_for
 from .directio import STAGING_SIZE
 from .extent import SEGMENT_SIZE, Extent
@@ -83,6 +84,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """Too few shard servers answered to meet the write quorum."""
+
+
+class StoreFull(StoreUnavailable):
+    """The write quorum was missed because disks are within their free-space reserve (or out
+    of space): with those disks healthy, it would have been met (see diskspace)."""
 
 
 class StoreReadError(StoreError):
@@ -367,6 +373,7 @@ class Store:
         header = {"pool": spec.name, "seg": SEGMENT_SIZE, "frag": codec.fragment_size(SEGMENT_SIZE)}
         handles: dict[int, int] = {}  # shard index -> open handle, while it is healthy
         failed: list[int] = []
+        full: list[int] = []  # those of failed refused for lack of space
         size = 0
 
         def fail(index: int, e: Exception) -> None:
@@ -374,10 +381,20 @@ class Store:
                 log.warning("shard %s.%d on %s failed: %s", sid, index, devices[index], e)
             metrics.SHARD_FAILURES.labels(devices[index], "write", type(e).__name__).inc()
             failed.append(index)
+            if is_full_error(e):
+                full.append(index)
+
+        def unavailable(message: str, tolerable: int) -> StoreUnavailable:
+            """StoreFull when the full disks made the difference: without them no more than
+            ``tolerable`` shards would have failed."""
+            if full and len(failed) - len(full) <= tolerable:
+                names = ", ".join(devices[i] for i in full)
+                return StoreFull(f"{message}; out of space on {names}")
+            return StoreUnavailable(message)
 
         def check_quorum() -> None:
             if len(failed) > spec.m:  # out of reach: stop early
-                raise StoreUnavailable(f"{len(failed)} of {spec.width} shard writes failed")
+                raise unavailable(f"{len(failed)} of {spec.width} shard writes failed", spec.m)
 
         async def each_shard(op, indices) -> None:
             """``op(index)`` for every shard concurrently. A shard whose call fails, or has
@@ -475,8 +492,8 @@ class Store:
                 await abort(index)
         ok = spec.width - len(failed)
         if ok < spec.write_quorum:
-            raise StoreUnavailable(
-                f"only {ok} of {spec.width} shards durable, need {spec.write_quorum}")
+            raise unavailable(f"only {ok} of {spec.width} shards durable, need "
+                              f"{spec.write_quorum}", spec.width - spec.write_quorum)
         for i in set(range(spec.width)) - set(failed):
             metrics.SHARD_BYTES.labels(devices[i], "write").inc(
                 size // spec.k if not spec.replicated else size)

@@ -1,0 +1,126 @@
+"""Disks that fill up, for real: a running `appliance up` whose disks are a small tmpfs,
+filled through S3 until the appliance refuses new data. Two layouts: everything in the data dir
+on that filesystem (metadata and the six stand-in disks, the default layout), and six
+`--disks` on it with the metadata elsewhere (as with one disk per drive in production)."""
+
+import os
+import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
+
+import helpers
+from helpers import metric_total, wait_for
+
+pytestmark = pytest.mark.fault
+MiB = 1 << 20
+DISK_MIB = 160
+
+
+@pytest.fixture(params=["data-dir", "disks"])
+def small_disk_appliance(request, tmp_path):
+    """(appliance, the small filesystem's mount point, True if the metadata is on it too)."""
+    root = tmp_path / "app"
+    small = tmp_path / "small"
+    small.mkdir()
+    shared = request.param == "data-dir"
+    if shared:
+        root.mkdir()
+        (root / "data").symlink_to(small)
+        extra = []
+    else:
+        disks = [small / f"drive{i}" for i in range(6)]
+        extra = ["--disks", ",".join(map(str, disks))]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(small)],
+                   check=True)
+    try:
+        if not shared:
+            for d in disks:
+                d.mkdir()
+        app = helpers.Appliance(root, extra_args=["--workers", "1", *extra])
+        try:
+            app.start()
+            yield app, small, shared
+        finally:
+            app.stop()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def refused_as_full(e: ClientError) -> bool:
+    return (e.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+            and e.response["Error"]["Code"] == "StorageFull")
+
+
+def test_a_full_disk_refuses_new_data_keeps_its_reserve_and_deletes_make_room(
+        small_disk_appliance):
+    app, small, shared = small_disk_appliance
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="fill")
+    stored = {}
+    refusal = None
+    for i in range(DISK_MIB):  # 1.5 MiB on disk per object (EC 4+2): full long before
+        data = os.urandom(MiB)
+        try:
+            s3.put_object(Bucket="fill", Key=f"obj-{i:03d}", Body=data)
+        except ClientError as e:
+            refusal = e
+            break
+        stored[f"obj-{i:03d}"] = data
+    assert refusal is not None, "the disk never filled"
+    assert refused_as_full(refusal), refusal.response
+    assert "Delete objects to make room" in refusal.response["Error"]["Message"]
+    assert len(stored) > DISK_MIB // 2 // 1.5, "refused long before the disk was full"
+    refused_key = f"obj-{len(stored):03d}"
+
+    # The refusal is the reserve's, not the kernel's ENOSPC: with separate disks the shard
+    # servers refused new shards and say why in their failure metric; with the metadata on
+    # the full filesystem, the node refused before any shard (and refuses small objects below).
+    if not shared:
+        assert metric_total(app, "appliance_shard_failures_total", reason="DiskFull") >= 3
+    # The refused PUT left nothing: no object, no partial shard file.
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="fill", Key=refused_key)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert [p for p in small.glob("**/tmp/*")] == []
+
+    # A small object lives in the metadata: refused when the metadata's disk is the full one,
+    # taken when it is not. A new upload likewise.
+    tiny = b"x" * 100
+    for attempt in (lambda: s3.put_object(Bucket="fill", Key="tiny", Body=tiny),
+                    lambda: s3.create_multipart_upload(Bucket="fill", Key="mpu")):
+        if shared:
+            with pytest.raises(ClientError) as e:
+                attempt()
+            assert refused_as_full(e.value), e.value.response
+        else:
+            attempt()
+    if not shared:
+        stored["tiny"] = tiny
+
+    # Everything stored reads back exactly, and lists.
+    for key in list(stored)[::7]:
+        assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == stored[key]
+    listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fill")
+              for o in page.get("Contents", [])]
+    assert listed == sorted(stored)
+
+    # Deletes work on the full disk, and once garbage collection has run, space is back.
+    victims = list(stored)[: len(stored) // 2]
+    out = s3.delete_objects(Bucket="fill", Delete={"Objects": [{"Key": k} for k in victims]})
+    assert not out.get("Errors") and len(out["Deleted"]) == len(victims)
+    for k in victims:
+        del stored[k]
+    again = os.urandom(MiB)
+
+    def put_again():
+        try:
+            s3.put_object(Bucket="fill", Key="after-delete", Body=again)
+            return True
+        except ClientError as e:
+            assert refused_as_full(e), e.response
+            return False
+    wait_for(put_again, timeout=30, interval=0.5, what="a PUT accepted after the deletes")
+    assert s3.get_object(Bucket="fill", Key="after-delete")["Body"].read() == again
+    for key in stored:
+        assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == stored[key]
