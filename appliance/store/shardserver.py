@@ -33,8 +33,11 @@ from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFoun
 
 _IOV_BATCH = 1024
 """Buffers per preadv call (Linux's IOV_MAX)."""
-WRITEBACK_EVERY = 8 << 20
-"""Start writeback of a shard file each time this many bytes were appended (see append)."""
+WRITEBACK_EVERY = 2 << 20
+"""Start writeback of a shard file each time this many bytes were appended (see append).
+8 MiB left up to 256 MiB dirty when eight 64 MiB PUTs ended together, and their fdatasyncs
+waited ~10% of the run on the disk; 1 MiB costs more calls than it saves (A/B in
+docs/benchmarks.md)."""
 ROOM_CHECK_EVERY = 8 << 20
 """Check the disk's free-space reserve each time this many bytes were appended."""
 DIRECT_WRITERS = 2
