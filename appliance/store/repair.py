@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 
 import trio
 
+from ..diskspace import is_full_error
 from ..meta import Compare, Delete
 from . import metrics
 from .extent import Extent
@@ -26,6 +27,9 @@ from .shardfile import ShardError
 from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Pool, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+FULL_RETRY_S = 60.0
+"""How long repairs onto a device wait after one was refused there for lack of space."""
 
 
 class TokenBucket:
@@ -115,6 +119,7 @@ class Repairer:
         self.idle_s = idle_s
         self.referenced = referenced
         self._after = b""  # where the next round's scan of the queue starts
+        self._full_until: dict[str, float] = {}  # device -> when repairs onto it go on
 
     @property
     def rate(self) -> float:
@@ -175,9 +180,10 @@ class Repairer:
     async def repair_some(self, limit: int = 1000) -> int:
         """Repair the stripe sets named by up to ``limit`` queue entries; returns shards fixed.
 
-        Shards of an unavailable device stay queued until it is attached again. Each round
-        goes on from where the last one stopped, so that a long queue of those cannot keep
-        the others waiting."""
+        Shards of an unavailable device stay queued until it is attached again, and those of
+        a device out of space for FULL_RETRY_S after it refused a repair. Each round goes on
+        from where the last one stopped, so that a long queue of those cannot keep the
+        others waiting."""
         meta = self.store.meta
         entries = await meta.scan_prefix(b"r/", after=self._after, limit=limit)
         self._after = entries[-1].key if len(entries) == limit else b""
@@ -194,7 +200,9 @@ class Repairer:
         for sid, kvs in sorted(by_sid.items(), key=lambda item: -len(item[1])):
             extent = Extent.from_json(json.loads(kvs[0].value)["extent"])
             devices = self.store.pools[extent.pool].devices_for(sid)
-            kvs = [kv for kv in kvs if self.store.clients[devices[index_of(kv)]].available]
+            now = trio.current_time()
+            kvs = [kv for kv in kvs if self.store.clients[devices[index_of(kv)]].available
+                   and self._full_until.get(devices[index_of(kv)], 0) <= now]
             if not kvs:
                 continue
             indices = sorted({index_of(kv) for kv in kvs})
@@ -202,7 +210,17 @@ class Repairer:
                 await self.repair(extent, indices, kvs)
                 fixed += len(indices)
             except (StoreError, ShardError, OSError, trio.TooSlowError) as e:
-                log.error("repair of %s %s failed: %r", sid, indices, e)
+                if is_full_error(e):
+                    # Said once per device and pause, not once per shard and round: a full
+                    # disk stays full until objects are deleted. Which of the targets is full
+                    # is not known here, so all of them wait.
+                    targets = [devices[i] for i in indices]
+                    log.warning("repairs onto %s wait %.0f s: out of space (%s)",
+                                ", ".join(targets), FULL_RETRY_S, e)
+                    for d in targets:
+                        self._full_until[d] = now + FULL_RETRY_S
+                else:
+                    log.error("repair of %s %s failed: %r", sid, indices, e)
         if entries:
             metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
         return fixed

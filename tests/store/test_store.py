@@ -14,6 +14,7 @@ from appliance.namespace import ObjectRecord
 from appliance.store import (INLINE_MAX, SEGMENT_SIZE, InProcessClient, ShardServer,
                              StoreReadError, StoreUnavailable, UnavailableClient)
 from appliance.store import store as store_module, transport
+from appliance.store import repair as repair_module
 from appliance.store.repair import Repairer, backlog_by_device
 from appliance.store.store import READ_BATCH_SEGMENTS
 
@@ -157,6 +158,41 @@ async def test_write_survives_a_disk_filling_up_under_data_and_parity(node_facto
                 assert await node.meta.get(b"r/%s/%d" % (e.sid.encode(), index)) is not None
                 assert await read_all(node.store.read(e)) == data
                 assert list((small / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+async def test_repairs_onto_a_full_disk_wait_and_say_so_once(node_factory, tmp_path,
+                                                               monkeypatch, caplog):
+    """A shard lost because its disk is full stays queued: the repairer tries it, says once
+    that the disk is out of space, leaves it alone for FULL_RETRY_S instead of failing (and
+    logging) every round, and repairs it once there is room."""
+    monkeypatch.setattr(repair_module, "FULL_RETRY_S", 1.0)
+    small = tmp_path / "disk2"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        async with node_factory() as node:
+            while True:  # until a write places a shard (1.5 MiB) on the 1 MiB disk
+                data = os.urandom(6 * MiB + 5)
+                e = await write_committed(node, data)
+                if await node.meta.count_prefix(b"r/"):
+                    break
+            repairer = Repairer(node.store)
+            for _ in range(3):
+                assert await repairer.repair_some() == 0
+            said = [r for r in caplog.records if "out of space" in r.getMessage()]
+            assert len(said) == 1 and "d2" in said[0].getMessage()
+            assert await node.meta.count_prefix(b"r/") == 1
+            subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)
+            assert await repairer.repair_some() == 0  # still waiting out FULL_RETRY_S
+            await trio.sleep(1.0)
+            assert await repairer.repair_some() == 1
+            assert await node.meta.count_prefix(b"r/") == 0
+            assert await read_all(node.store.read(e)) == data
+            devices = node.store.pools[e.pool].devices_for(e.sid)
+            for i in range(6):
+                node.servers[devices[i]].verify(e.sid, i)
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
