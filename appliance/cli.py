@@ -237,7 +237,7 @@ def cmd_repair(args) -> int:
 
 
 def cmd_disk(args) -> int:
-    from . import disks
+    from . import disks, diskspace
     from .store import repair
 
     data_dir = Path(args.data_dir)
@@ -262,12 +262,22 @@ def cmd_disk(args) -> int:
         print(f"appliance: {e}", file=sys.stderr)
         return 1
     problems = disks.probe(layout)
-    rows = [{"device": f"d{i}", "path": path, "disk": problems[i][0] or "ok",
-             "rebuild": "queued" if f"d{i}" in rebuilding else "",
-             "repairs": backlog[f"d{i}"]}
-            for i, path in enumerate(layout.disks)
-            if args.action == "list" or f"d{i}" == args.device]
-    _emit(args, rows, ["device", "path", "disk", "rebuild", "repairs"])
+    rows = []
+    for i, path in enumerate(layout.disks):
+        if args.action != "list" and f"d{i}" != args.device:
+            continue
+        row = {"device": f"d{i}", "path": path, "disk": problems[i][0] or "ok",
+               "free": "", "free_bytes": None, "size_bytes": None,
+               "rebuild": "queued" if f"d{i}" in rebuilding else "",
+               "repairs": backlog[f"d{i}"]}
+        if not problems[i][0]:
+            free, size, reserve = diskspace.space(path)
+            row.update(free=f"{free / 2**30:.1f} of {size / 2**30:.1f} GiB",
+                       free_bytes=free, size_bytes=size)
+            if free <= reserve:
+                row["disk"] = "full (new shards refused)"
+        rows.append(row)
+    _emit(args, rows, ["device", "path", "disk", "free", "rebuild", "repairs"])
     if args.action == "replace" and not args.json:
         print(f"\n{args.device} takes the new disk within {disks.DISK_CHECK_S:g} s in a running "
               "node (or at the next start); its shards are then rebuilt from the other disks "

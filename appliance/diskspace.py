@@ -31,11 +31,16 @@ def is_full_error(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def check_room(path: str | os.PathLike) -> None:
-    """Raise DiskFull unless the filesystem holding ``path`` has more than its reserve free
-    (free space as an unprivileged user sees it: ``f_bavail``, statvfs(3))."""
+def space(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(free, size, reserve) in bytes of the filesystem holding ``path``: free space as an
+    unprivileged user sees it (``f_bavail``, statvfs(3)), and the reserve new data leaves."""
     st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    reserve = int(st.f_blocks * st.f_frsize * RESERVE_FRACTION)
+    size = st.f_blocks * st.f_frsize
+    return st.f_bavail * st.f_frsize, size, int(size * RESERVE_FRACTION)
+
+
+def check_room(path: str | os.PathLike) -> None:
+    """Raise DiskFull unless the filesystem holding ``path`` has more than its reserve free."""
+    free, _, reserve = space(path)
     if free <= reserve:
         raise DiskFull(path, free, reserve)

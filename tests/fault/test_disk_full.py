@@ -78,6 +78,10 @@ def test_a_full_disk_refuses_new_data_keeps_its_reserve_and_deletes_make_room(
     # the full filesystem, the node refused before any shard (and refuses small objects below).
     if not shared:
         assert metric_total(app, "appliance_shard_failures_total", reason="DiskFull") >= 3
+    # `appliance disk list` tells the operator which disks are full.
+    listed = app.cli("disk", "list", json_output=True)
+    assert [row["disk"] for row in listed] == ["full (new shards refused)"] * 6, listed
+    assert all(row["free_bytes"] < row["size_bytes"] // 50 for row in listed), listed
     # The refused PUT left nothing: no object, no partial shard file.
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket="fill", Key=refused_key)
@@ -122,5 +126,6 @@ def test_a_full_disk_refuses_new_data_keeps_its_reserve_and_deletes_make_room(
             return False
     wait_for(put_again, timeout=30, interval=0.5, what="a PUT accepted after the deletes")
     assert s3.get_object(Bucket="fill", Key="after-delete")["Body"].read() == again
+    assert [row["disk"] for row in app.cli("disk", "list", json_output=True)] == ["ok"] * 6
     for key in stored:
         assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == stored[key]

@@ -155,8 +155,10 @@ def test_a_dead_disk_replaced_at_a_new_path_while_stopped(appliance_factory, tmp
     (new / "lost+found").mkdir(parents=True)  # a fresh ext4 has one
     out = disk_cli(app, "replace", "d4", "--path", new, "--json")
     assert out.returncode == 0, helpers.describe(out)
-    assert json.loads(out.stdout) == [{"device": "d4", "path": str(new), "disk": "ok",
-                                       "rebuild": "queued", "repairs": 0}]
+    [row] = json.loads(out.stdout)
+    assert {k: row[k] for k in ("device", "path", "disk", "rebuild", "repairs")} == {
+        "device": "d4", "path": str(new), "disk": "ok", "rebuild": "queued", "repairs": 0}
+    assert 0 < row["free_bytes"] <= row["size_bytes"]
     app.start()
     assert device_up(app, "d4") == 1
     wait_rebuilt(app, "d4")
