@@ -238,7 +238,7 @@ class Namespace:
         try:
             self.meta.check_room()
         except DiskFull as e:
-            raise StoreFull(f"metadata disk: {e}") from e
+            raise StoreFull(f"metadata disk: {e.strerror}") from e
 
     def write_footprint(self, length: int | None) -> int:
         """Memory one :meth:`write_data` of ``length`` bytes (None: unknown) holds at most."""

@@ -34,7 +34,7 @@ from .controllers.listing import ListingController
 from .controllers.multipart import MultipartController
 from .controllers.object import ObjectController
 from .controllers.service import ServiceController
-from .errors import S3Error
+from .errors import CODES, S3Error
 from .http_compat import RECV_SIZE
 from .request import S3Request, new_request_id, parse_request
 from .response import Response
@@ -239,8 +239,7 @@ class S3App:
             return S3Error("ConditionalRequestConflict")
         if isinstance(exc, StoreFull):
             log.warning("storage full: %s", exc)
-            return S3Error("StorageFull", f"The storage is full ({exc}); it keeps its last "
-                                          "free space for deletes. Delete objects to make room.")
+            return S3Error("StorageFull", f"{CODES['StorageFull'][1]} ({exc})")
         if isinstance(exc, StoreUnavailable):
             log.warning("store unavailable: %s", exc)
             return S3Error("ServiceUnavailable", f"Not enough storage devices available: {exc}")

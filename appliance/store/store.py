@@ -332,9 +332,9 @@ class Store:
 
         ``body`` yields bytes-like chunks of any size, which must not change after they are
         yielded: they are encoded later, without a copy. Small bodies (<= INLINE_MAX) come back
-        as an inline extent. Raises StoreUnavailable; an exception from ``body`` (a client
-        that went away, a bad chunk signature) aborts the write and propagates. Nothing is
-        referenced until the caller commits the extent.
+        as an inline extent. Raises StoreUnavailable (StoreFull when disks are full); an
+        exception from ``body`` (a client that went away, a bad chunk signature) aborts the
+        write and propagates. Nothing is referenced until the caller commits the extent.
         """
         it = aiter(body)
         head: list = []
