@@ -73,8 +73,10 @@ MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_"
 def _reexec_for_node(data_dir: str) -> None:
     """Re-exec ``appliance up`` with the environment its processes need from the start: glibc's
     malloc settings (read at start-up only) and PROMETHEUS_MULTIPROC_DIR (read when
-    prometheus_client is imported), a directory of this run under DATA_DIR/run/."""
-    metrics_dir = str(Path(data_dir).resolve() / "run" / f"metrics.{os.getpid()}")
+    prometheus_client is imported), this run's :func:`node.metrics_dir`."""
+    from .node import metrics_dir as metrics_dir_of
+
+    metrics_dir = str(metrics_dir_of(Path(data_dir), os.getpid()))
     if all(k in os.environ for k in MALLOC_TUNING) \
             and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == metrics_dir:
         return

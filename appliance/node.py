@@ -9,12 +9,16 @@ State under the data directory::
     credentials      the root access key, AWS shared-credentials format, mode 0600
     disks/disk0..5   stand-in data disks when --disks is not given
     lock             held while the node runs (one node per data directory)
-    run/metrics.PID  prometheus-client multiprocess files of the running node
+
+and, in memory, /dev/shm/appliance-KEY/metrics.PID: the running node's prometheus-client
+multiprocess files (see metrics_dir).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import resource
@@ -107,10 +111,29 @@ async def _lock(data_dir: Path):
             await trio.sleep(0.1)
 
 
+RUNTIME_ROOT = Path("/dev/shm")
+
+
+def metrics_dir(data_dir: Path, pid: int) -> Path:
+    """The multiprocess metrics directory of the node on ``data_dir`` whose first process is
+    ``pid``: ``/dev/shm/appliance-<hash of data_dir>/metrics.<pid>`` (``DATA_DIR/run/`` where
+    /dev/shm is missing).
+
+    Not on the data dir's filesystem: prometheus-client writes its files through mmap, into
+    sparse pages, and on a filesystem with no space left the first write to a new page kills
+    the process with SIGBUS. A data dir filled by another process took a node down that way
+    (every gateway, and each replacement at start)."""
+    data_dir = Path(data_dir).resolve()
+    if os.access(RUNTIME_ROOT, os.W_OK):
+        key = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+        return RUNTIME_ROOT / f"appliance-{key}" / f"metrics.{pid}"
+    return data_dir / "run" / f"metrics.{pid}"
+
+
 def _reset_metrics_dir() -> None:
     """Empty this run's multiprocess metrics directory and remove those of earlier runs (their
     processes are gone: we hold the lock). ``appliance up`` points PROMETHEUS_MULTIPROC_DIR at
-    ``DIR/run/metrics.<pid>``."""
+    :func:`metrics_dir`."""
     mine = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not mine:
         return
@@ -197,5 +220,10 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
                 await gateways.supervise(store, stop)
                 nursery.cancel_scope.cancel()
     finally:
+        mine = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if mine:  # in memory: give it back (files of a crashed run go at the next start)
+            shutil.rmtree(mine, ignore_errors=True)
+            with contextlib.suppress(OSError):  # unless another run's files are there
+                os.rmdir(Path(mine).parent)
         lock.close()
     print("stopped cleanly", flush=True)

@@ -12,6 +12,7 @@ import urllib.parse
 import pytest
 
 import helpers
+from appliance import node
 from helpers import metric_total, wait_for
 
 MiB = 1 << 20
@@ -43,7 +44,7 @@ def test_metrics_answer_while_a_process_creates_its_metrics_file(appliance_facto
     /metrics request in that window once answered 500 (seen in CI right after a restart)."""
     app = appliance_factory()
     app.boto3_client().list_buckets()
-    metrics_dir = app.data_dir / "run" / f"metrics.{app.proc.pid}"
+    metrics_dir = node.metrics_dir(app.data_dir, app.proc.pid)
     (metrics_dir / "counter_4194304.db").touch()
     assert metric_total(app, "appliance_s3_requests_total", op="ListBuckets", status="200") == 1
 

@@ -20,10 +20,20 @@ DISK_MIB = 160
 @pytest.fixture(params=["data-dir", "disks"])
 def small_disk_appliance(request, tmp_path):
     """(appliance, the small filesystem's mount point, True if the metadata is on it too)."""
+    yield from _small_disk_appliance(tmp_path, request.param == "data-dir")
+
+
+@pytest.fixture
+def small_data_dir_appliance(tmp_path):
+    """(appliance, its data dir's small filesystem): metadata and the six disks on it."""
+    for app, small, _ in _small_disk_appliance(tmp_path, shared=True):
+        yield app, small
+
+
+def _small_disk_appliance(tmp_path, shared: bool):
     root = tmp_path / "app"
     small = tmp_path / "small"
     small.mkdir()
-    shared = request.param == "data-dir"
     if shared:
         root.mkdir()
         (root / "data").symlink_to(small)
@@ -129,3 +139,38 @@ def test_a_full_disk_refuses_new_data_keeps_its_reserve_and_deletes_make_room(
     assert [row["disk"] for row in app.cli("disk", "list", json_output=True)] == ["ok"] * 6
     for key in stored:
         assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == stored[key]
+
+
+def test_a_data_dir_filled_to_the_last_byte_by_another_process_keeps_the_node_up(
+        small_data_dir_appliance):
+    """Another process fills the data dir's filesystem completely (the reserve too). The node
+    stays up: stored objects read back and list, new data gets 507, and once the space is
+    freed, writes and deletes go on. (Its gateways once died of SIGBUS here, writing their
+    mmapped metrics files on the full filesystem, and so did their replacements.)"""
+    app, small = small_data_dir_appliance
+    s3 = app.boto3_client()
+    s3.create_bucket(Bucket="fill")
+    stored = {f"obj-{i}": os.urandom(MiB) for i in range(3)} | {"tiny": b"hello"}
+    for key, data in stored.items():
+        s3.put_object(Bucket="fill", Key=key, Body=data)
+    filler = small / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+    assert os.statvfs(small).f_bavail == 0
+
+    for key, data in stored.items():  # new metric series too: a first GetObject 200
+        assert s3.get_object(Bucket="fill", Key=key)["Body"].read() == data
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="fill")["Contents"]) == \
+        sorted(stored)
+    for body in (b"x", os.urandom(MiB)):
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="fill", Key="new", Body=body)
+        assert refused_as_full(e.value), e.value.response
+    assert helpers.http_get(app.host, app.port, "/health")[0] == 200
+    assert helpers.http_get(app.host, app.port, "/metrics")[0] == 200
+    assert app.running and "exited with code" not in app.logs()
+
+    filler.unlink()
+    s3.put_object(Bucket="fill", Key="new", Body=b"after")
+    s3.delete_object(Bucket="fill", Key="obj-0")
+    assert s3.get_object(Bucket="fill", Key="new")["Body"].read() == b"after"
+    assert "exited with code" not in app.logs()
