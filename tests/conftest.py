@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpers  # noqa: E402
 from helpers import MiB, Appliance, ApplianceError  # noqa: E402
+from appliance.node import metrics_dir  # noqa: E402
 
 
 def pytest_configure(config):
@@ -79,6 +80,8 @@ def _teardown(app: Appliance, keep: bool) -> None:
         app.stop()
     except ApplianceError:
         pass
+    # A node removes its in-memory metrics files when it stops; not when a test killed it.
+    shutil.rmtree(metrics_dir(app.data_dir, 0).parent, ignore_errors=True)
     if not keep and not os.environ.get("APPLIANCE_TEST_KEEP"):
         shutil.rmtree(app.data_dir, ignore_errors=True)
 
