@@ -1,7 +1,8 @@
 """Disks that fill up, for real: a running `appliance up` whose disks are a small tmpfs,
-filled through S3 until the appliance refuses new data. Two layouts: everything in the data dir
-on that filesystem (metadata and the six stand-in disks, the default layout), and six
-`--disks` on it with the metadata elsewhere (as with one disk per drive in production)."""
+filled through S3 until the appliance refuses new data, in two layouts: everything in the data
+dir on that filesystem (metadata and the six stand-in disks, the default layout), and six
+`--disks` on it with the metadata elsewhere (as with one disk per drive in production). Then
+a data dir filled to the last byte by another process."""
 
 import os
 import subprocess
