@@ -16,14 +16,13 @@ multiprocess files (see metrics_dir).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import resource
 import shutil
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import trio
@@ -223,7 +222,7 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
         mine = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if mine:  # in memory: give it back (files of a crashed run go at the next start)
             shutil.rmtree(mine, ignore_errors=True)
-            with contextlib.suppress(OSError):  # unless another run's files are there
+            with suppress(OSError):  # unless another run's files are there
                 os.rmdir(Path(mine).parent)
         lock.close()
     print("stopped cleanly", flush=True)

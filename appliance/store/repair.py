@@ -201,8 +201,7 @@ class Repairer:
             extent = Extent.from_json(json.loads(kvs[0].value)["extent"])
             devices = self.store.pools[extent.pool].devices_for(sid)
             now = trio.current_time()
-            kvs = [kv for kv in kvs if self.store.clients[devices[index_of(kv)]].available
-                   and self._full_until.get(devices[index_of(kv)], 0) <= now]
+            kvs = [kv for kv in kvs if self._writable(devices[index_of(kv)], now)]
             if not kvs:
                 continue
             indices = sorted({index_of(kv) for kv in kvs})
@@ -224,6 +223,11 @@ class Repairer:
         if entries:
             metrics.REPAIR_BACKLOG.set(await meta.count_prefix(b"r/"))
         return fixed
+
+    def _writable(self, device: str, now: float) -> bool:
+        """Whether repairs may write onto ``device`` now: attached, and not out of space
+        within the last FULL_RETRY_S."""
+        return self.store.clients[device].available and self._full_until.get(device, 0) <= now
 
     async def repair(self, extent: Extent, indices: list[int], entries: list) -> None:
         store = self.store

@@ -132,11 +132,11 @@ class ShardServer:
             st.digest = crc32c(c, st.digest)
             iov += (frag, c)
         st.segments += len(fragments)
-        st.unchecked += sum(map(len, fragments))
+        want = sum(map(len, iov))
+        st.unchecked += want
         if st.direct is not None:
             st.direct.write(*iov)
             return
-        want = sum(map(len, iov))
         done = os.writev(st.fd, iov)
         if done != want:  # short write: finish it the slow way
             rest = b"".join(iov)[done:]
