@@ -95,7 +95,10 @@ def cmd_up(args) -> int:
     try:
         trio.run(lambda: node.run(Path(args.data_dir), args.s3, disks=disks, pool=args.pool,
                                   domain=args.domain, region=args.region,
-                                  repair_rate=args.repair_rate * 1e6, workers=args.workers,
+                                  repair_rate=args.repair_rate * 1e6,
+                                  scrub_rate=args.scrub_rate * 1e6,
+                                  scrub_interval=args.scrub_interval * 86400,
+                                  workers=args.workers,
                                   request_memory=args.request_memory))
     except (node.SetupError, PoolSpecError) as e:
         print(f"appliance: {e}", file=sys.stderr)
@@ -238,6 +241,51 @@ def cmd_repair(args) -> int:
     return 0
 
 
+def cmd_scrub(args) -> int:
+    from .store import scrub
+
+    async def go():
+        meta = _meta(args)
+        try:
+            if args.rate is not None:
+                await scrub.set_rate(meta, args.rate * 1e6)
+            state = await scrub.load_state(meta)
+            if args.start and state.current is None:
+                await scrub.request_pass(meta)
+            return state, await scrub.get_rate(meta), await scrub.pass_requested(meta)
+        finally:
+            await meta.aclose()
+
+    state, rate, requested = trio.run(go)
+    last, current = state.last, state.current
+    due = last.finished + state.interval if last and state.interval else None
+    status = {"running": current is not None, "current": asdict(current) if current else None,
+              "last": asdict(last) if last else None, "next_due": due,
+              "start_requested": requested, "rate_mb_s": None if rate is None else rate / 1e6}
+    if args.json:
+        print(json.dumps(status))
+        return 0
+
+    def counts(c):
+        return [c.checked, f"{c.bytes / 1e9:.2f}", c.damaged, c.skipped]
+
+    rows = []
+    if current:
+        rows.append([f"running since {_when(current.started)}", *counts(current)])
+    if last:
+        rows.append([f"last done {_when(last.finished)}", *counts(last)])
+    print(tabulate(rows, headers=["pass", "shards checked", "GB", "damaged (queued for repair)",
+                                  "skipped"]) if rows else "no scrub pass has run yet")
+    if requested and not current:
+        print("a pass was asked for: the running node starts it within seconds")
+    elif due and not current:
+        print(f"next pass due {_when(due)}")
+    shown = "start-up value (--scrub-rate)" if rate is None else (
+        "unlimited" if rate == 0 else f"{rate / 1e6:g} MB/s")
+    print(f"scrub rate: {shown}")
+    return 0
+
+
 def cmd_disk(args) -> int:
     from . import disks, diskspace
     from .store import repair
@@ -306,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--domain", help="base domain for virtual-host style bucket addressing")
     up.add_argument("--region", default="us-east-1")
     up.add_argument("--repair-rate", type=float, default=200.0, help="repair MB/s (0: no cap)")
+    up.add_argument("--scrub-rate", type=float, default=50.0,
+                    help="MB/s of stored data the background scrub reads (0: no cap)")
+    up.add_argument("--scrub-interval", type=float, default=7.0, metavar="DAYS",
+                    help="days from the end of one scrub pass to the start of the next")
     up.add_argument("--workers", type=int, default=None,
                     help="S3 gateway processes (default: one per core, at most 8)")
     up.add_argument("--request-memory", type=_mib, default=None, metavar="MIB",
@@ -346,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--rate", type=float, help="new repair rate in MB/s for running nodes "
                                                 "(0: unlimited)")
     rep.set_defaults(fn=cmd_repair)
+
+    scr = sub.add_parser("scrub", help="show the background scrub's progress; start a pass, "
+                                       "change its rate live")
+    data_dir(scr)
+    scr.add_argument("--start", action="store_true",
+                     help="ask the running node for a pass now")
+    scr.add_argument("--rate", type=float, help="new scrub rate in MB/s for the running node "
+                                                "(0: unlimited)")
+    scr.set_defaults(fn=cmd_scrub)
 
     disk = sub.add_parser("disk", help="list the node's disks; replace a failed one")
     dsub = disk.add_subparsers(dest="action", required=True)

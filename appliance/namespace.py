@@ -28,7 +28,7 @@ import trio
 
 from .diskspace import DiskFull
 from .meta import KV, Compare, Delete, MetaStore, Put, prefix_end
-from .store import Extent, Store, StoreFull
+from .store import Extent, Reference, Store, StoreFull
 
 
 DELETE_MARK_TTL_S = 10.0
@@ -325,19 +325,29 @@ class Namespace:
 
     async def referenced_extents(self) -> AsyncIterator[Extent]:
         """Every extent an object record or an uploaded part points at (for fsck)."""
+        async for ref in self.references():
+            yield ref.extent
+
+    async def references(self, after: bytes = b"") -> AsyncIterator[Reference]:
+        """Every extent an object record or an uploaded part points at, with the record's
+        key and revision, in key order; ``after``: only those of records after that key
+        (where a walk left off)."""
         for prefix in (b"o/", b"p/"):
-            after = b""
+            if after >= prefix_end(prefix):
+                continue
+            start = after
             while True:
-                kvs = await self.meta.scan_prefix(prefix, after=after, limit=1000)
+                kvs = await self.meta.scan_prefix(prefix, after=start, limit=1000)
                 for kv in kvs:
                     if prefix == b"o/":
-                        for e in ObjectRecord.from_bytes("", kv.value, kv.mod_rev).extents:
-                            yield e
+                        extents = ObjectRecord.from_bytes("", kv.value, kv.mod_rev).extents
                     else:
-                        yield self._part_from(kv.value).extent
+                        extents = [self._part_from(kv.value).extent]
+                    for e in extents:
+                        yield Reference(e, kv.key, kv.mod_rev)
                 if len(kvs) < 1000:
                     break
-                after = kvs[-1].key
+                start = kvs[-1].key
 
     # -- multipart uploads -------------------------------------------------------------------
     async def create_upload(self, bucket: str, key: str, owner: str, template: dict) -> Upload:

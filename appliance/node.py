@@ -34,6 +34,7 @@ from .meta import SqliteMeta
 from .namespace import Namespace
 from .store import Device, Store
 from .store.repair import Repairer
+from .store.scrub import Scrubber
 from .supervisor import GatewayPool
 
 log = logging.getLogger(__name__)
@@ -170,12 +171,14 @@ def default_request_memory() -> int:
 
 async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
               pool: str | None = None, domain: str | None = None, region: str = "us-east-1",
-              repair_rate: float = 200e6, workers: int | None = None,
+              repair_rate: float = 200e6, scrub_rate: float = 50e6,
+              scrub_interval: float = 7 * 86400.0, workers: int | None = None,
               request_memory: int | None = None,
               task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the node until SIGTERM/SIGINT: ``workers`` S3 gateway processes (default: one per
-    core, see :mod:`appliance.gateway`) and, in this process, crash recovery, repair and
-    garbage collection. ``request_memory``: bytes the gateways' request buffers may hold in
+    core, see :mod:`appliance.gateway`) and, in this process, crash recovery, repair,
+    garbage collection and scrubbing (``scrub_rate`` bytes/s, a pass every
+    ``scrub_interval`` seconds). ``request_memory``: bytes the gateways' request buffers may hold in
     all (default :func:`default_request_memory`), split evenly between them. Clean shutdown:
     the gateways stop accepting and finish the requests in flight, then background work
     stops and metadata is closed. Raises SetupError, GatewayFailure."""
@@ -211,6 +214,8 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
                 await nursery.start(store.run)
                 nursery.start_soon(Repairer(store, rate=repair_rate,
                                             referenced=ns.referenced_extents).run)
+                nursery.start_soon(Scrubber(store, ns.references, rate=scrub_rate,
+                                            interval=scrub_interval).run)
                 nursery.start_soon(wait_for_signal, stop, "shutting down")
                 await gateways.start()
                 print(f"S3 endpoint http://{s3_bind} ({gateways.count} gateway processes, "

@@ -1,4 +1,4 @@
-"""Appending to a file with O_DIRECT, past the page cache.
+"""Appending to and reading a file with O_DIRECT, past the page cache.
 
 O_DIRECT needs the memory address, the file offset and the length of every write aligned to
 the device's logical block (open(2), "O_DIRECT"; we align to 4096, which covers 512-byte and
@@ -10,7 +10,9 @@ file: O_DIRECT bypasses the page cache, not the device's write cache.
 
 Why: a shard that will only be read when another is lost (a parity shard) gains nothing from
 the page cache, yet a buffered write pays for a page-cache allocation and a copy per byte and
-evicts data that will be read. Measured on this project's VMs in docs/benchmarks.md.
+evicts data that will be read. Measured on this project's VMs in docs/benchmarks.md. A scrub
+reads past the page cache (:class:`DirectReader`) so that it checks what the disk holds, not a
+cached copy, and evicts nothing.
 """
 
 from __future__ import annotations
@@ -168,3 +170,47 @@ class DirectAppender:
         flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
 
+
+
+class DirectReader:
+    """Positioned reads of the file at ``path`` with O_DIRECT, through one of ``pool``'s
+    staging buffers (plain reads where the filesystem refuses O_DIRECT). Raises
+    FileNotFoundError like open(2). Not thread-safe; use as a context manager."""
+
+    def __init__(self, path: os.PathLike | str, pool: StagingPool):
+        self.fd, self.direct = open_direct(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._pool = pool
+        self._buf = pool.take() if self.direct else None
+
+    MAX_READ = STAGING_SIZE - 2 * ALIGN
+    """Longest read :meth:`pread` takes: its aligned span must fit a staging buffer."""
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file). Raises
+        ValueError for ``n`` over MAX_READ, OSError for an I/O error (EIO: an unreadable
+        sector)."""
+        if n > self.MAX_READ:
+            raise ValueError(f"read of {n} bytes, at most {self.MAX_READ}")
+        if self._buf is None:
+            return os.pread(self.fd, n, offset)
+        start = offset - offset % ALIGN
+        span = -(-(offset + n - start) // ALIGN) * ALIGN
+        skip = offset - start
+        with memoryview(self._buf) as mv:
+            got = os.preadv(self.fd, [mv[:span]], start)  # short only at the end of the file
+            return bytes(mv[skip:skip + max(0, min(n, got - skip))])
+
+    def close(self) -> None:
+        if self._buf is not None:
+            self._pool.give(self._buf)
+            self._buf = None
+        os.close(self.fd)
+
+    def __enter__(self) -> DirectReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -39,3 +39,15 @@ class Extent:
         if "inline" in d:
             return cls(d["size"], inline=base64.b64decode(d["inline"]))
         return cls(d["size"], sid=d["sid"], pool=d["pool"], segment_size=d["seg"])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An extent as the layer above points at it: from the metadata record ``key`` at
+    revision ``mod_rev``. The key is where a walk over all references can resume; the pair
+    guards a change made because of the extent (``Compare(key, mod_rev)`` holds only while
+    the record still points at it)."""
+
+    extent: Extent
+    key: bytes
+    mod_rev: int

@@ -28,3 +28,14 @@ GC_BACKLOG = Gauge("appliance_gc_backlog", "Stripe sets waiting for garbage coll
                    multiprocess_mode="livemax")
 REPAIR_RATE = Gauge("appliance_repair_rate_bytes", "Repair rate limit in bytes/s (0: none)",
                     multiprocess_mode="livemax")
+SCRUBBED_SHARDS = Counter("appliance_scrub_shards_total", "Shards verified by the scrub")
+SCRUBBED_BYTES = Counter("appliance_scrub_bytes_total",
+                         "Bytes of data held by the shards the scrub verified")
+SCRUB_DAMAGED = Counter("appliance_scrub_damaged_shards_total",
+                        "Shards the scrub found missing, corrupt or unreadable (queued for "
+                        "repair)", ["device", "reason"])
+SCRUB_LAST_PASS = Gauge("appliance_scrub_last_pass_timestamp_seconds",
+                        "Unix time the last complete scrub pass ended",
+                        multiprocess_mode="livemax")
+SCRUB_RATE = Gauge("appliance_scrub_rate_bytes", "Scrub rate limit in bytes/s (0: none)",
+                   multiprocess_mode="livemax")

@@ -25,14 +25,14 @@ from ..crc32c import crc32c, crc32c_at
 from ..diskspace import check_room
 from ..durable import fsync_dir
 
-from .directio import DirectAppender, StagingPool, open_direct
+from .directio import DirectAppender, DirectReader, StagingPool, open_direct
 from .shardfile import (CRC, TRAILER_LEN, ShardCorrupt, ShardError, ShardNotFound,
                         decode_header, decode_trailer, encode_header, encode_trailer,
                         segment_count)
 
 
 _IOV_BATCH = 1024
-"""Buffers per preadv call (Linux's IOV_MAX)."""
+"""Buffers per preadv or writev call (Linux's IOV_MAX)."""
 WRITEBACK_EVERY = 2 << 20
 """Start writeback of a shard file each time this many bytes were appended (see append).
 8 MiB left up to 256 MiB dirty when eight 64 MiB PUTs ended together, and their fdatasyncs
@@ -56,6 +56,15 @@ def _load_sync_file_range():
 
 _sync_file_range = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
+
+
+def _write_all(fd: int, iov: list) -> None:
+    """Write all of ``iov`` (at most _IOV_BATCH buffers) at the file position."""
+    done = os.writev(fd, iov)
+    if done != sum(map(len, iov)):  # short write: finish it the slow way
+        rest = b"".join(iov)[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 @dataclass
@@ -137,11 +146,8 @@ class ShardServer:
         if st.direct is not None:
             st.direct.write(*iov)
             return
-        done = os.writev(st.fd, iov)
-        if done != want:  # short write: finish it the slow way
-            rest = b"".join(iov)[done:]
-            while rest:
-                rest = rest[os.write(st.fd, rest):]
+        for i in range(0, len(iov), _IOV_BATCH):
+            _write_all(st.fd, iov[i:i + _IOV_BATCH])
         st.unsynced += want
         if st.unsynced >= WRITEBACK_EVERY and _sync_file_range is not None:
             # Start writeback now (asynchronously) instead of leaving gigabytes dirty for the
@@ -276,7 +282,12 @@ class ShardServer:
             raise ShardNotFound(sid, index, "missing") from None
 
     def _header(self, fd: int, sid: str, index: int) -> tuple[dict, int]:
-        buf = os.pread(fd, 4096, 0)
+        return self._check_header(os.pread(fd, 4096, 0), sid, index)
+
+    @staticmethod
+    def _check_header(buf: bytes, sid: str, index: int) -> tuple[dict, int]:
+        """(header, its length) from a shard file's first bytes; ShardCorrupt unless valid
+        and naming shard ``sid.index``."""
         try:
             got = decode_header(buf)
         except ValueError as e:
@@ -289,22 +300,45 @@ class ShardServer:
         return hdr, hlen
 
     def verify(self, sid: str, index: int) -> int:
-        """Scrub: check every fragment and the trailer digest; returns the segment count."""
-        fd = self._open_shard(sid, index)
+        """Scrub shard ``sid.index``: its header, every fragment's crc32c and the trailer's
+        digest over them. Reads past the page cache (directio.DirectReader): what is checked
+        is the disk's copy, and no cached data is evicted. Returns the segment count.
+
+        Raises ShardNotFound, ShardCorrupt, or OSError for an unreadable file (EIO: a bad
+        sector)."""
         try:
-            hdr, hlen = self._header(fd, sid, index)
-            size = os.fstat(fd).st_size
-            segments, digest = decode_trailer(os.pread(fd, TRAILER_LEN, size - TRAILER_LEN))
-        except ValueError as e:
-            raise ShardCorrupt(sid, index, str(e)) from None
-        finally:
-            os.close(fd)
-        if segments != segment_count(size, hlen, hdr["frag"]):
-            raise ShardCorrupt(sid, index, "segment count does not match file size")
-        running = 0
-        for first in range(0, segments, 16):
-            for frag in self.read(sid, index, first, min(16, segments - first)):
-                running = crc32c(CRC.pack(crc32c(frag)), running)
+            reader = DirectReader(self.path(sid, index), self._staging)
+        except FileNotFoundError:
+            raise ShardNotFound(sid, index, "missing") from None
+        with reader:
+            hdr, hlen = self._check_header(reader.pread(min(4096, reader.MAX_READ), 0),
+                                           sid, index)
+            size = reader.size()
+            try:
+                segments, digest = decode_trailer(reader.pread(TRAILER_LEN,
+                                                               max(0, size - TRAILER_LEN)))
+            except ValueError as e:
+                raise ShardCorrupt(sid, index, str(e)) from None
+            frag = hdr["frag"]
+            if segments != segment_count(size, hlen, frag):
+                raise ShardCorrupt(sid, index, "segment count does not match file size")
+            per_read = max(1, reader.MAX_READ // (frag + 4))
+            running, offset, end = 0, hlen, size - TRAILER_LEN
+            for first in range(0, segments, per_read):
+                want = min(per_read * (frag + 4), end - offset)
+                buf = reader.pread(want, offset)
+                if len(buf) != want:
+                    raise ShardCorrupt(sid, index, "truncated")
+                for at in range(0, want, frag + 4):
+                    flen = min(frag, want - at - 4)
+                    if flen < 0:
+                        raise ShardCorrupt(sid, index, "truncated")
+                    crc = buf[at + flen:at + flen + 4]
+                    if CRC.unpack(crc)[0] != crc32c_at(buf, at, flen):
+                        raise ShardCorrupt(sid, index,
+                                           f"segment {first + at // (frag + 4)} checksum mismatch")
+                    running = crc32c(crc, running)
+                offset += want
         if running != digest:
             raise ShardCorrupt(sid, index, "whole-shard digest mismatch")
         return segments

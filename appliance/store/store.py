@@ -691,12 +691,17 @@ class Store:
         log.info("queue repair of %s.%d: %s", extent.sid, index, reason)
         await self.queue_repairs([(extent, index)], reason)
 
-    async def queue_repairs(self, shards: list[tuple[Extent, int]], reason: str) -> None:
+    async def queue_repairs(self, shards: list[tuple[Extent, int]], reason: str,
+                            guard: list[Compare] | None = None) -> bool:
         """Record many (extent, index) pairs for repair in one metadata transaction (without
-        :meth:`queue_repair`'s memory of what this process already queued)."""
-        if shards:
-            await self.meta.txn([], [_repair_entry(e, i, reason) for e, i in shards])
+        :meth:`queue_repair`'s memory of what this process already queued), if every
+        compare of ``guard`` holds; returns whether they were recorded."""
+        if not shards:
+            return True
+        res = await self.meta.txn(guard or [], [_repair_entry(e, i, reason) for e, i in shards])
+        if res.succeeded:
             self._work.set()
+        return res.succeeded
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until repair or garbage collection work is queued, or ``timeout`` seconds."""

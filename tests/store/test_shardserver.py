@@ -1,13 +1,16 @@
 """ShardServer.read_into: the scattered read returns exactly the bytes of read, and fails the
-same way on damaged files, through real shard files."""
+same way on damaged files; ShardServer.verify (the scrub) finds damage anywhere in a file
+and reads it past the page cache. Through real shard files."""
 
 import os
+import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.store import ShardServer
+from appliance.store.directio import DirectReader
 from appliance.store.shardfile import TRAILER_LEN, ShardCorrupt, ShardNotFound
 
 FRAG = 300
@@ -80,3 +83,54 @@ def test_read_into_detects_damage_anywhere_in_a_fragment(tmp_path):
     os.unlink(path)
     with pytest.raises(ShardNotFound):
         read_into()
+
+
+@pytest.mark.parametrize("max_read", [DirectReader.MAX_READ, 2 * (FRAG + 4) + 100])
+def test_verify_finds_damage_in_every_byte_of_a_shard(tmp_path, monkeypatch, max_read):
+    # A small max_read makes verify read the file in several pieces (records across reads).
+    monkeypatch.setattr(DirectReader, "MAX_READ", max_read)
+    frags = fragments_of(3, 5, 123)
+    server = write_shard(tmp_path, frags)
+    path = server.path("ab12cd", 1)
+    clean = path.read_bytes()
+    assert server.verify("ab12cd", 1) == 5
+    for offset in range(len(clean)):  # header, fragments, their CRCs, trailer
+        raw = bytearray(clean)
+        raw[offset] ^= 0x01
+        path.write_bytes(bytes(raw))
+        with pytest.raises(ShardCorrupt):
+            server.verify("ab12cd", 1)
+    for damaged in (clean[:-1], clean[:len(clean) // 2], clean + b"\0", b""):
+        path.write_bytes(damaged)
+        with pytest.raises(ShardCorrupt):
+            server.verify("ab12cd", 1)
+    path.write_bytes(clean)
+    assert server.verify("ab12cd", 1) == 5
+    os.unlink(path)
+    with pytest.raises(ShardNotFound):
+        server.verify("ab12cd", 1)
+
+
+def resident_bytes(path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out)
+
+
+def test_verify_reads_the_disk_not_the_page_cache(tmp_path):
+    """A scrub must check what the disk holds, and must not fill the page cache with cold
+    shards: after verify, none of the file is cached (on a filesystem with O_DIRECT)."""
+    frags = [os.urandom(FRAG) for _ in range(2000)]  # ~600 KiB
+    server = write_shard(tmp_path, frags)
+    path = server.path("ab12cd", 1)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean after commit's fdatasync
+    finally:
+        os.close(fd)
+    if resident_bytes(path):
+        pytest.skip("this filesystem keeps files in memory (tmpfs)")
+    assert server.verify("ab12cd", 1) == 2000
+    assert resident_bytes(path) == 0
+    server.read("ab12cd", 1, 0, 1)  # a plain read does fill it: the check can fail
+    assert resident_bytes(path) > 0
