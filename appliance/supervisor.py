@@ -23,6 +23,7 @@ import trio
 
 from .connbalance import ConnectionTable
 from .gateway import GRACEFUL_TIMEOUT_S
+from .meta import MetaError
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,12 @@ class GatewayPool:
                       slot, gw.proc.pid, code)
             _forget_metrics(gw.proc.pid)
             self.connections.set(slot, 0)  # its connections died with it
-            released = await store.recover(gw.proc.pid)
+            try:
+                released = await store.recover(gw.proc.pid)
+            except MetaError as e:  # the metadata's disk is full, say: the node's next start
+                log.error("writes of the dead gateway not released (the next start does): %s",
+                          e)
+                released = 0
             if released:
                 log.warning("released %d writes of the dead gateway", released)
             if gw.replacement and time.monotonic() - gw.started < CRASH_LOOP_S:

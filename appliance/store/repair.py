@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 import trio
 
 from ..diskspace import is_full_error
-from ..meta import Compare, Delete
+from ..meta import Compare, Delete, MetaError
 from . import metrics
 from .extent import Extent
 from .shardfile import ShardError
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FULL_RETRY_S = 60.0
 """How long repairs onto a device wait after one was refused there for lack of space."""
+META_RETRY_S = 10.0
+"""How long background work waits after a metadata write failed (its disk full, say)."""
 
 
 class TokenBucket:
@@ -127,16 +129,24 @@ class Repairer:
 
     async def run(self) -> None:
         while True:
-            runtime = await get_rate(self.store.meta)
-            if runtime is not None:
-                self.bucket.rate = runtime
-            metrics.REPAIR_RATE.set(self.bucket.rate)
-            did = await self.store.collect_garbage()
-            await self.store.clean_returned()
-            did += await self.queue_rebuilds()
-            did += await self.repair_some()
+            try:
+                did = await self._round()
+            except MetaError as e:  # the metadata's disk is full, say: the node stays up
+                log.error("repair and garbage collection wait %.0f s: %s", META_RETRY_S, e)
+                await trio.sleep(META_RETRY_S)
+                continue
             if not did:
                 await self.store.wait_for_work(self.idle_s)
+
+    async def _round(self) -> int:
+        runtime = await get_rate(self.store.meta)
+        if runtime is not None:
+            self.bucket.rate = runtime
+        metrics.REPAIR_RATE.set(self.bucket.rate)
+        did = await self.store.collect_garbage()
+        await self.store.clean_returned()
+        did += await self.queue_rebuilds()
+        return did + await self.repair_some()
 
     async def queue_rebuilds(self, batch: int = 1000) -> int:
         """Queue a repair of every referenced shard placed on an attached device marked for

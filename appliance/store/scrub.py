@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from ..meta import Compare, MetaStore
+from ..meta import Compare, MetaError, MetaStore
 from . import metrics
 from .extent import Reference
-from .repair import TokenBucket
+from .repair import META_RETRY_S, TokenBucket
 from .shardfile import ShardError
 from .store import Store
 from .transport import DeviceUnavailable
@@ -134,23 +134,31 @@ class Scrubber:
         self.interval = interval
 
     async def run(self) -> None:
-        meta = self.store.meta
         while True:
-            await self._read_rate()
-            state = await load_state(meta)
-            if state.last is not None:
-                metrics.SCRUB_LAST_PASS.set(state.last.finished)
-            if state.current is None:
-                asked = await pass_requested(meta)
-                due = state.last is None or time.time() - state.last.finished >= self.interval
-                if not (asked or due):
-                    await trio.sleep(POLL_S)
-                    continue
-                state.current, state.cursor = PassCounts(started=time.time()), ""
-                await meta.delete(START_KEY)
-                log.info("scrub pass started%s", " (asked for)" if asked else "")
-            state.interval = self.interval
-            await self._scrub_pass(state)
+            try:
+                await self._next()
+            except MetaError as e:  # the metadata's disk is full, say: the node stays up
+                log.error("scrub waits %.0f s: %s", META_RETRY_S, e)
+                await trio.sleep(META_RETRY_S)
+
+    async def _next(self) -> None:
+        """Start a pass if one is due and go on with it to its end; or wait POLL_S."""
+        meta = self.store.meta
+        await self._read_rate()
+        state = await load_state(meta)
+        if state.last is not None:
+            metrics.SCRUB_LAST_PASS.set(state.last.finished)
+        if state.current is None:
+            asked = await pass_requested(meta)
+            due = state.last is None or time.time() - state.last.finished >= self.interval
+            if not (asked or due):
+                await trio.sleep(POLL_S)
+                return
+            state.current, state.cursor = PassCounts(started=time.time()), ""
+            await meta.delete(START_KEY)
+            log.info("scrub pass started%s", " (asked for)" if asked else "")
+        state.interval = self.interval
+        await self._scrub_pass(state)
 
     async def _read_rate(self) -> None:
         runtime = await get_rate(self.store.meta)

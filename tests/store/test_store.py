@@ -1,6 +1,8 @@
 """The shard store through its real files: streaming, ranges, faults, repair, GC, crash."""
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 
 import pytest
@@ -18,6 +20,7 @@ from appliance.store import repair as repair_module
 from appliance.store.repair import Repairer, backlog_by_device
 from appliance.store.store import READ_BATCH_SEGMENTS
 
+from conftest import Node
 from storekit import chunks, read_all
 
 MiB = 1 << 20
@@ -193,6 +196,46 @@ async def test_repairs_onto_a_full_disk_wait_and_say_so_once(node_factory, tmp_p
             devices = node.store.pools[e.pool].devices_for(e.sid)
             for i in range(6):
                 node.servers[devices[i]].verify(e.sid, i)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+async def test_background_work_outlives_a_full_metadata_disk(tmp_path, monkeypatch, caplog):
+    """The metadata's filesystem filled to the last byte by another process: garbage
+    collection cannot commit, and says so and waits, instead of ending (and the node with
+    it); once there is room it finishes."""
+    monkeypatch.setattr(repair_module, "META_RETRY_S", 0.2)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)], check=True)
+    try:
+        for i in range(6):  # only the metadata on the small filesystem: deleting shards
+            (tmp_path / f"disk{i}").mkdir()  # must not make room on it
+            (small / f"disk{i}").symlink_to(tmp_path / f"disk{i}")
+        async with Node(small) as node:
+            e = await write_committed(node, os.urandom(256 * 1024))
+            await node.meta.txn([], node.store.release_ops([e]))
+            # An empty WAL: SQLite's next commit must grow the file (a WAL with room from
+            # earlier commits is reused after a checkpoint, and could take a few more).
+            with contextlib.closing(sqlite3.connect(small / "meta.db")) as db:
+                assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            assert os.path.getsize(small / "meta.db-wal") == 0
+            filler = small / "filler"
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
+                           capture_output=True)
+            assert os.statvfs(small).f_bavail == 0
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(Repairer(node.store, idle_s=0.1).run)
+                await trio.sleep(1.0)
+                said = [r for r in caplog.records if "wait" in r.getMessage()
+                        and "garbage collection" in r.getMessage()]
+                assert said and await node.meta.count_prefix(b"g/") == 1
+                filler.unlink()
+                with trio.fail_after(5):
+                    while await node.meta.count_prefix(b"g/"):
+                        await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+            assert not any(node.shard_path(e, i).exists() for i in range(6))
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
