@@ -212,20 +212,21 @@ class Scrubber:
                 counts.skipped += 1
                 continue
             except (ShardError, OSError) as err:  # missing, corrupt, unreadable (EIO)
-                log.warning("scrub: shard %s.%d on %s is damaged: %s", e.sid, index, device,
-                            err)
-                metrics.SCRUB_DAMAGED.labels(device, type(err).__name__).inc()
-                damaged.append(index)
+                damaged.append((index, device, err))
             counts.checked += 1
             counts.bytes += shard_bytes
             metrics.SCRUBBED_SHARDS.inc()
             metrics.SCRUBBED_BYTES.inc(shard_bytes)
-        if damaged:
-            # Only while the record still points at the extent: one deleted meanwhile has
-            # its shards released, and a repair entry for them would never be done.
-            if await store.queue_repairs([(e, i) for i in damaged], "scrub",
-                                         guard=[Compare(ref.key, ref.mod_rev)]):
-                counts.damaged += len(damaged)
+        # Only while the record still points at the extent: one deleted meanwhile has its
+        # shards released (garbage collection may have removed them under the scrub), and
+        # a repair entry for them would never be done.
+        if damaged and await store.queue_repairs([(e, i) for i, _, _ in damaged], "scrub",
+                                                 guard=[Compare(ref.key, ref.mod_rev)]):
+            counts.damaged += len(damaged)
+            for index, device, err in damaged:
+                log.warning("scrub: shard %s.%d on %s is damaged, queued for repair: %s",
+                            e.sid, index, device, err)
+                metrics.SCRUB_DAMAGED.labels(device, type(err).__name__).inc()
 
 
 __all__ = ["Scrubber", "ScrubState", "PassCounts", "load_state", "get_rate", "set_rate",

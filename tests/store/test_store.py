@@ -17,7 +17,10 @@ from appliance.store import (INLINE_MAX, SEGMENT_SIZE, InProcessClient, ShardSer
                              StoreReadError, StoreUnavailable, UnavailableClient)
 from appliance.store import store as store_module, transport
 from appliance.store import repair as repair_module
+from appliance.store import scrub
+from appliance.store.extent import Reference
 from appliance.store.repair import Repairer, backlog_by_device
+from appliance.store.scrub import Scrubber
 from appliance.store.store import READ_BATCH_SEGMENTS
 
 from conftest import Node
@@ -238,6 +241,33 @@ async def test_background_work_outlives_a_full_metadata_disk(tmp_path, monkeypat
             assert not any(node.shard_path(e, i).exists() for i in range(6))
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.mark.parametrize("record_changed", [False, True])
+async def test_scrub_queues_a_repair_only_while_the_record_points_at_the_extent(
+        node_factory, record_changed):
+    """A shard the scrub finds missing is queued for repair, unless the record that pointed
+    at its extent changed meanwhile (deleted, its stripe set released and collected: a
+    repair entry for it would never be done)."""
+    async with node_factory() as node:
+        e = await write_committed(node, os.urandom(3 * MiB))
+        rev = await node.meta.put(b"o/bkt/key", b"a record pointing at e")
+        os.unlink(node.shard_path(e, 1))
+        if record_changed:
+            await node.meta.put(b"o/bkt/key", b"replaced after the scrub listed it")
+
+        async def references(after: bytes):
+            yield Reference(e, b"o/bkt/key", rev)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Scrubber(node.store, references, rate=0).run)
+            with trio.fail_after(10):
+                while (await scrub.load_state(node.meta)).last is None:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        last = (await scrub.load_state(node.meta)).last
+        assert last.checked == 6 and last.damaged == (0 if record_changed else 1)
+        assert await node.meta.count_prefix(b"r/") == (0 if record_changed else 1)
 
 
 @pytest.fixture
