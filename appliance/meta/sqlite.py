@@ -14,6 +14,10 @@ appliance runs). Their writers queue on an flock of ``<db>.writer-lock`` before 
 IMMEDIATE: the kernel wakes a waiter the moment the lock is free, whereas SQLite's own busy
 handler sleeps 1, 2, 5, 10, ... 100 ms between attempts (measured: 4 KiB PUT p99 89 ms with two
 gateways on SQLite's handler, see :class:`_WriterLock`).
+
+Full disk: an 8 MiB ballast file beside the database (diskspace.Ballast) is given up when a
+commit fails with SQLITE_FULL, and the commit retried once, so that deletes still commit on a
+filesystem another process filled to the last byte; it is restored once there is room.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..diskspace import check_room
+from ..diskspace import Ballast, check_room
 from .base import KV, Compare, Delete, LeaseNotFound, MetaError, MetaStore, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ INSERT OR IGNORE INTO revision VALUES (0, 0);
 
 _MAX_BATCH = 256
 _LEASE_SWEEP_S = 1.0
+BALLAST_CHECK_S = 10.0
+"""Seconds between looks (after a commit) at whether a ballast given up can be restored."""
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -99,6 +105,8 @@ class SqliteMeta(MetaStore):
         init = _connect(path)
         init.executescript(_SCHEMA)
         init.close()
+        self._ballast = Ballast(path + ".ballast")
+        self._ballast.restore()
         self._read = _connect(path)
         self._read.execute("PRAGMA query_only=1")
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -153,7 +161,8 @@ class SqliteMeta(MetaStore):
         return p.result
 
     def check_room(self) -> None:
-        check_room(self._dir)
+        # A ballast given up is not room for new data: it is kept for deletes until restored.
+        check_room(self._dir, keep=0 if self._ballast.in_place else self._ballast.size)
 
     async def lease_grant(self, ttl: float) -> int:
         return await self._run_write(lambda c: self._do_lease_grant(c, ttl))
@@ -223,6 +232,7 @@ class SqliteMeta(MetaStore):
         conn = _connect(self.path)
         self._lock = _WriterLock(self.path)
         last_sweep = 0.0
+        last_ballast_check = time.monotonic()
         try:
             while True:
                 try:
@@ -250,6 +260,9 @@ class SqliteMeta(MetaStore):
                     batch.append(nxt)
                 with self._lock:
                     self._commit_batch(conn, batch)
+                if time.monotonic() - last_ballast_check >= BALLAST_CHECK_S:
+                    last_ballast_check = time.monotonic()
+                    self._ballast.restore()
                 if stop:
                     return
         finally:
@@ -257,6 +270,25 @@ class SqliteMeta(MetaStore):
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        try:
+            try:
+                results = self._apply_batch(conn, batch)
+            except sqlite3.Error as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_FULL or not self._ballast.release():
+                    raise
+                log.warning("metadata disk full: gave up the %d MiB ballast (%s) so that "
+                            "deletes can commit", self._ballast.size >> 20, self._ballast.path)
+                results = self._apply_batch(conn, batch)
+        except BaseException as e:  # noqa: BLE001 - delivered to every waiting caller
+            log.exception("metadata commit failed")
+            err = MetaError(f"metadata commit failed: {e}")
+            results = [err] * len(batch)
+        for p, res in zip(batch, results):
+            p.result = res
+            p.token.run_sync_soon(p.done.set)
+
+    def _apply_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[TxnResult]:
+        """Apply ``batch`` in one SQLite transaction; rolled back if anything raises."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             rev = conn.execute("SELECT rev FROM revision WHERE id = 0").fetchone()[0]
@@ -266,17 +298,13 @@ class SqliteMeta(MetaStore):
                 results.append(res)
             conn.execute("UPDATE revision SET rev = ? WHERE id = 0", (rev,))
             conn.execute("COMMIT")
-        except BaseException as e:  # noqa: BLE001 - delivered to every waiting caller
-            log.exception("metadata commit failed")
+            return results
+        except BaseException:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            err = MetaError(f"metadata commit failed: {e}")
-            results = [err] * len(batch)
-        for p, res in zip(batch, results):
-            p.result = res
-            p.token.run_sync_soon(p.done.set)
+            raise
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, p: _Pending, rev: int) -> tuple[TxnResult, int]:

@@ -145,23 +145,27 @@ def test_a_full_disk_refuses_new_data_keeps_its_reserve_and_deletes_make_room(
 def test_a_data_dir_filled_to_the_last_byte_by_another_process_keeps_the_node_up(
         small_data_dir_appliance):
     """Another process fills the data dir's filesystem completely (the reserve too). The node
-    stays up: stored objects read back and list, new data gets 507, and once the space is
-    freed, writes and deletes go on. (Its gateways once died of SIGBUS here, writing their
-    mmapped metrics files on the full filesystem, and so did their replacements.)"""
+    stays up: stored objects read back and list, new data gets 507, and deletes go on by
+    giving up the metadata's ballast. Filled again to the last byte, deletes wait (503) and
+    the background work retries; once the space is freed, everything goes on and the
+    ballast is restored. (Its gateways once died of SIGBUS here, writing their mmapped
+    metrics files on the full filesystem, and so did their replacements.)"""
     app, small = small_data_dir_appliance
+    ballast = app.data_dir / "meta.db.ballast"
+    assert ballast.stat().st_size == 8 * MiB
     s3 = app.boto3_client()
     s3.create_bucket(Bucket="fill")
     stored = {f"obj-{i}": os.urandom(MiB) for i in range(3)} | {"tiny": b"hello"}
     for key, data in stored.items():
         s3.put_object(Bucket="fill", Key=key, Body=data)
-    # A scrub pass in progress (~4.5 MB of shards at 0.2 MB/s) saves its progress in
-    # metadata every 10 s or so: that write fails while the disk is full.
+    # A scrub pass in progress (~4.5 MB of shards at 0.1 MB/s) saves its progress in
+    # metadata every 15 s (after each object's shards).
     wait_for(lambda: app.cli("scrub", json_output=True)["last"], what="the first scrub pass")
-    app.cli("scrub", "--rate", "0.2")
+    app.cli("scrub", "--rate", "0.1")
     app.cli("scrub", "--start")
     wait_for(lambda: app.cli("scrub", json_output=True)["running"], what="a scrub pass")
-    filler = small / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+    fillers = [small / "filler-1", small / "filler-2"]
+    subprocess.run(["dd", "if=/dev/zero", f"of={fillers[0]}", "bs=64k"], capture_output=True)
     assert os.statvfs(small).f_bavail == 0
 
     for key, data in stored.items():  # new metric series too: a first GetObject 200
@@ -174,14 +178,43 @@ def test_a_data_dir_filled_to_the_last_byte_by_another_process_keeps_the_node_up
         assert refused_as_full(e.value), e.value.response
     assert helpers.http_get(app.host, app.port, "/health")[0] == 200
     assert helpers.http_get(app.host, app.port, "/metrics")[0] == 200
+
+    # A delete commits in the ballast's room; that room is not taken by new data.
+    s3.delete_object(Bucket="fill", Key="obj-0")
+    del stored["obj-0"]
+    assert not ballast.exists() and "gave up the 8 MiB ballast" in app.logs()
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="fill")["Contents"]) == \
+        sorted(stored)
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="fill", Key="new", Body=b"x")
+    assert refused_as_full(e.value), e.value.response
+
+    wait_for(lambda: app.cli("repair", json_output=True)["awaiting_gc"] == 0,
+             what="obj-0's shards to be deleted")
+
+    # Filled again, ballast gone: deletes wait, and so does the scrub's progress (it
+    # retries; the node stays up).
+    subprocess.run(["dd", "if=/dev/zero", f"of={fillers[1]}", "bs=64k"], capture_output=True)
+    assert os.statvfs(small).f_bavail == 0
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket="fill", Key="obj-1")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     wait_for(lambda: "scrub waits" in app.logs(), timeout=40, what="a scrub save to fail")
     assert app.running and "exited with code" not in app.logs()
 
-    filler.unlink()
+    for f in fillers:
+        f.unlink()
     s3.put_object(Bucket="fill", Key="new", Body=b"after")
-    s3.delete_object(Bucket="fill", Key="obj-0")
+    s3.delete_object(Bucket="fill", Key="obj-1")
     assert s3.get_object(Bucket="fill", Key="new")["Body"].read() == b"after"
     app.cli("scrub", "--rate", "0")
     wait_for(lambda: not app.cli("scrub", json_output=True)["running"], what="the scrub pass")
     assert app.cli("scrub", json_output=True)["last"]["damaged"] == 0
+
+    def ballast_back():  # restored by a commit at least 10 s after the last look
+        s3.put_object(Bucket="fill", Key="later", Body=b"x")
+        return ballast.exists()
+
+    wait_for(ballast_back, timeout=30, interval=1, what="the ballast to be restored")
+    assert ballast.stat().st_size == 8 * MiB
     assert app.running and "exited with code" not in app.logs()
