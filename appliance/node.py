@@ -178,10 +178,10 @@ async def run(data_dir: Path, s3_bind: str, disks: list[str] | None = None,
     """Run the node until SIGTERM/SIGINT: ``workers`` S3 gateway processes (default: one per
     core, see :mod:`appliance.gateway`) and, in this process, crash recovery, repair,
     garbage collection and scrubbing (``scrub_rate`` bytes/s, a pass every
-    ``scrub_interval`` seconds). ``request_memory``: bytes the gateways' request buffers may hold in
-    all (default :func:`default_request_memory`), split evenly between them. Clean shutdown:
-    the gateways stop accepting and finish the requests in flight, then background work
-    stops and metadata is closed. Raises SetupError, GatewayFailure."""
+    ``scrub_interval`` seconds). ``request_memory``: bytes the gateways' request buffers may
+    hold in all (default :func:`default_request_memory`), split evenly between them. Clean
+    shutdown: the gateways stop accepting and finish the requests in flight, then background
+    work stops and metadata is closed. Raises SetupError, GatewayFailure."""
     raise_open_files_limit()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = await _lock(data_dir)

@@ -218,6 +218,17 @@ def http_get(url_host: str, port: int, path: str, timeout: float = 2.0) -> tuple
         conn.close()
 
 
+def flip_byte(path, at: float = 0.5) -> None:
+    """Corrupt the file at ``path`` in place: flip a bit of the byte at fraction ``at`` of
+    its length (silent damage, as a disk or a stray write does it)."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, 2)
+        f.seek(int(size * at))
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x20]))
+
+
 def metric_total(app, name: str, **labels) -> float:
     """Sum of the samples of metric ``name`` at ``app``'s /metrics whose labels include
     ``labels`` (0 when there are none)."""

@@ -8,7 +8,8 @@ from .store import (INLINE_MAX, Store, StoreError, StoreFull, StoreReadError,
                     StoreUnavailable)
 from .transport import DeviceUnavailable, InProcessClient, ShardClient, UnavailableClient
 
-__all__ = ["PoolSpec", "PoolSpecError", "SEGMENT_SIZE", "Extent", "Reference", "Device", "ShardServer",
+__all__ = ["PoolSpec", "PoolSpecError", "SEGMENT_SIZE", "Extent", "Reference", "Device",
+           "ShardServer",
            "INLINE_MAX", "Store", "StoreError", "StoreFull", "StoreReadError",
            "StoreUnavailable",
            "DeviceUnavailable", "InProcessClient", "ShardClient", "UnavailableClient"]

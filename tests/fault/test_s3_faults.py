@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import helpers
-from helpers import metric_total, wait_for
+from helpers import flip_byte, metric_total, wait_for
 
 pytestmark = pytest.mark.fault
 MiB = 1 << 20
@@ -20,15 +20,6 @@ MiB = 1 << 20
 
 def locate(app, bucket, key) -> list[dict]:
     return app.cli("locate", bucket, key, json_output=True)
-
-
-def flip_byte(path, offset_fraction=0.5):
-    with open(path, "r+b") as f:
-        size = f.seek(0, 2)
-        f.seek(int(size * offset_fraction))
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0x20]))
 
 
 def test_m_shards_lost_or_corrupt_get_exact_bytes_and_repair(appliance, bucket):

@@ -8,19 +8,10 @@ import os
 
 import pytest
 
-from helpers import metric_total, wait_for
+from helpers import flip_byte, metric_total, wait_for
 
 pytestmark = pytest.mark.fault
 MiB = 1 << 20
-
-
-def flip_byte(path, at=0.5):
-    with open(path, "r+b") as f:
-        size = f.seek(0, 2)
-        f.seek(int(size * at))
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0x01]))
 
 
 def shard_paths(app, bucket, key) -> list[str]:
