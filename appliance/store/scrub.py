@@ -217,11 +217,16 @@ class Scrubber:
             counts.bytes += shard_bytes
             metrics.SCRUBBED_SHARDS.inc()
             metrics.SCRUBBED_BYTES.inc(shard_bytes)
-        # Only while the record still points at the extent: one deleted meanwhile has its
-        # shards released (garbage collection may have removed them under the scrub), and
-        # a repair entry for them would never be done.
-        if damaged and await store.queue_repairs([(e, i) for i, _, _ in damaged], "scrub",
-                                                 guard=[Compare(ref.key, ref.mod_rev)]):
+        if not damaged:
+            return
+        # Not queued again when already waiting (a disk being rebuilt): re-queuing one under
+        # the repair in flight would have it done twice. And queued only while the record
+        # still points at the extent: one deleted meanwhile has its shards released (garbage
+        # collection may have removed them under the scrub), and a repair entry for them
+        # would never be done.
+        new = [i for i, _, _ in damaged if not await store.repair_queued(e.sid, i)]
+        if await store.queue_repairs([(e, i) for i in new], "scrub",
+                                     guard=[Compare(ref.key, ref.mod_rev)]):
             counts.damaged += len(damaged)
             for index, device, err in damaged:
                 log.warning("scrub: shard %s.%d on %s is damaged, queued for repair: %s",

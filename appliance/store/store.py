@@ -238,9 +238,13 @@ def _j(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _repair_key(sid: str, index: int) -> bytes:
+    return b"r/%s/%d" % (sid.encode(), index)
+
+
 def _repair_entry(extent: Extent, index: int, reason: str) -> Put:
     """``r/<sid>/<index>``: shard ``index`` of ``extent`` is to be rewritten."""
-    return Put(b"r/%s/%d" % (extent.sid.encode(), index),
+    return Put(_repair_key(extent.sid, index),
                _j({"extent": extent.to_json(), "reason": reason, "t": time.time()}))
 
 
@@ -702,6 +706,10 @@ class Store:
         if res.succeeded:
             self._work.set()
         return res.succeeded
+
+    async def repair_queued(self, sid: str, index: int) -> bool:
+        """Whether shard ``index`` of stripe set ``sid`` waits for repair."""
+        return await self.meta.get(_repair_key(sid, index)) is not None
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until repair or garbage collection work is queued, or ``timeout`` seconds."""

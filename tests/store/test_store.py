@@ -243,18 +243,23 @@ async def test_background_work_outlives_a_full_metadata_disk(tmp_path, monkeypat
         subprocess.run(["umount", str(small)], check=True)
 
 
-@pytest.mark.parametrize("record_changed", [False, True])
+@pytest.mark.parametrize("case", ["plain", "record changed", "already queued"])
 async def test_scrub_queues_a_repair_only_while_the_record_points_at_the_extent(
-        node_factory, record_changed):
+        node_factory, case):
     """A shard the scrub finds missing is queued for repair, unless the record that pointed
     at its extent changed meanwhile (deleted, its stripe set released and collected: a
-    repair entry for it would never be done)."""
+    repair entry for it would never be done), or it is queued already (a disk being
+    rebuilt: queued again, it would be repaired twice)."""
+    record_changed = case == "record changed"
     async with node_factory() as node:
         e = await write_committed(node, os.urandom(3 * MiB))
         rev = await node.meta.put(b"o/bkt/key", b"a record pointing at e")
         os.unlink(node.shard_path(e, 1))
         if record_changed:
             await node.meta.put(b"o/bkt/key", b"replaced after the scrub listed it")
+        if case == "already queued":
+            await node.store.queue_repairs([(e, 1)], "disk replaced")
+            queued = await node.meta.get(b"r/%s/1" % e.sid.encode())
 
         async def references(after: bytes):
             yield Reference(e, b"o/bkt/key", rev)
@@ -268,6 +273,8 @@ async def test_scrub_queues_a_repair_only_while_the_record_points_at_the_extent(
         last = (await scrub.load_state(node.meta)).last
         assert last.checked == 6 and last.damaged == (0 if record_changed else 1)
         assert await node.meta.count_prefix(b"r/") == (0 if record_changed else 1)
+        if case == "already queued":  # the entry is the rebuild's, untouched
+            assert await node.meta.get(b"r/%s/1" % e.sid.encode()) == queued
 
 
 @pytest.fixture
