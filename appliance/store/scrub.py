@@ -31,8 +31,7 @@ from . import metrics
 from .extent import Reference
 from .repair import META_RETRY_S, TokenBucket
 from .shardfile import ShardError
-from .store import Store
-from .transport import DeviceUnavailable
+from .store import Store, shard_at_fault
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +205,14 @@ class Scrubber:
             try:
                 with trio.fail_after(VERIFY_TIMEOUT_S):
                     await client.verify(e.sid, index)
-            except (DeviceUnavailable, trio.TooSlowError) as err:  # went away, or hangs
-                log.warning("scrub: shard %s.%d on %s not checked: %r", e.sid, index, device,
-                            err)
-                counts.skipped += 1
-                continue
-            except (ShardError, OSError) as err:  # missing, corrupt, unreadable (EIO)
-                damaged.append((index, device, err))
+            except (ShardError, OSError, trio.TooSlowError) as err:
+                if isinstance(err, trio.TooSlowError) or not shard_at_fault(err):
+                    # The disk hangs or went away, or this process is out of descriptors.
+                    log.warning("scrub: shard %s.%d on %s not checked: %r", e.sid, index,
+                                device, err)
+                    counts.skipped += 1
+                    continue
+                damaged.append((index, device, err))  # missing, corrupt, unreadable (EIO)
             counts.checked += 1
             counts.bytes += shard_bytes
             metrics.SCRUBBED_SHARDS.inc()

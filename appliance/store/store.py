@@ -20,6 +20,7 @@ garbage-collect.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import os
@@ -236,6 +237,21 @@ class Pool:
 
 def _j(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_PROCESS_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+"""Errors of the reading process (out of descriptors or memory), not of the shard."""
+
+
+def shard_at_fault(e: BaseException) -> bool:
+    """Whether a failed shard read says the shard is bad (missing, corrupt, unreadable), so
+    that it is to be repaired; not when the reader ran out of descriptors or memory, nor
+    when the shard's device is not attached."""
+    if isinstance(e, ShardError):
+        return True
+    if isinstance(e, DeviceUnavailable):
+        return False
+    return isinstance(e, OSError) and e.errno not in _PROCESS_ERRNOS
 
 
 def _repair_key(sid: str, index: int) -> bytes:
@@ -667,7 +683,7 @@ class Store:
                     continue
                 outstanding -= 1
                 if isinstance(res, Exception):
-                    broken.append((index, str(res)))
+                    broken.append((index, res))
                     if launched < len(order):
                         launch()
                         outstanding += 1
@@ -678,12 +694,13 @@ class Store:
             metrics.SKIPPED_READS.labels(devices[i]).inc()
         if any(i >= k for i in good):
             metrics.DEGRADED_READS.inc()
-        for index, why in broken:
-            await self.queue_repair(extent, index, why)
+        for index, e in broken:
+            if shard_at_fault(e):
+                await self.queue_repair(extent, index, str(e))
         if len(good) < k:
             raise StoreReadError(
                 f"stripe set {extent.sid}: only {len(good)} of {k} needed shards readable "
-                f"({'; '.join(w for _, w in broken)})")
+                f"({'; '.join(str(e) for _, e in broken)})")
         return dict(sorted(good.items())[:k])
 
     # -- repair and garbage collection queues ------------------------------------------------

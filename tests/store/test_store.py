@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import resource
 import sqlite3
 import subprocess
 
@@ -103,6 +104,23 @@ async def test_more_than_m_lost_is_an_error_never_wrong_bytes(node_factory):
         path.write_bytes(bytes(raw))
         with pytest.raises(StoreReadError):
             await read_all(node.store.read(e))
+
+
+async def test_a_reader_out_of_descriptors_fails_without_blaming_the_shards(node_factory):
+    """A read that fails because this process may open no more files (EMFILE) fails as a
+    read, but queues no repair: the shards are fine, and rewriting them would not help."""
+    data = os.urandom(2 * MiB)
+    async with node_factory() as node:
+        e = await write_committed(node, data)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))  # every open(2): EMFILE
+        try:
+            with pytest.raises(StoreReadError, match="Too many open files"):
+                await read_all(node.store.read(e))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert await node.meta.count_prefix(b"r/") == 0
+        assert await read_all(node.store.read(e)) == data
 
 
 async def test_write_survives_a_failed_disk_and_queues_repair(node_factory):
