@@ -222,9 +222,9 @@ async def test_repairs_onto_a_full_disk_wait_and_say_so_once(node_factory, tmp_p
 
 
 async def test_background_work_outlives_a_full_metadata_disk(tmp_path, monkeypatch, caplog):
-    """The metadata's filesystem filled to the last byte by another process: garbage
-    collection cannot commit, and says so and waits, instead of ending (and the node with
-    it); once there is room it finishes."""
+    """The metadata's filesystem filled to the last byte by another process, its ballast
+    gone too: garbage collection cannot commit, and says so and waits, instead of ending
+    (and the node with it); once there is room it finishes."""
     monkeypatch.setattr(repair_module, "META_RETRY_S", 0.2)
     small = tmp_path / "small"
     small.mkdir()
@@ -241,6 +241,7 @@ async def test_background_work_outlives_a_full_metadata_disk(tmp_path, monkeypat
             with contextlib.closing(sqlite3.connect(small / "meta.db")) as db:
                 assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
             assert os.path.getsize(small / "meta.db-wal") == 0
+            (small / "meta.db.ballast").unlink()  # given up already (its room is filled too)
             filler = small / "filler"
             subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
                            capture_output=True)
