@@ -37,6 +37,17 @@ def _emit(args, rows: list[dict], headers: list[str]) -> None:
         print(tabulate([[r[h] for h in headers] for r in rows], headers=headers))
 
 
+def _non_negative(text: str) -> float:
+    """A rate (MB/s, 0: unlimited) or an interval (days) (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"not a number >= 0: {text!r}")
+    return value
+
+
 def _mib(text: str) -> int:
     """``--request-memory`` in MiB -> bytes (argparse type)."""
     try:
@@ -353,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "ec:K+M or replicated:N (default ec:4+2)")
     up.add_argument("--domain", help="base domain for virtual-host style bucket addressing")
     up.add_argument("--region", default="us-east-1")
-    up.add_argument("--repair-rate", type=float, default=200.0, help="repair MB/s (0: no cap)")
-    up.add_argument("--scrub-rate", type=float, default=50.0,
+    up.add_argument("--repair-rate", type=_non_negative, default=200.0, help="repair MB/s (0: no cap)")
+    up.add_argument("--scrub-rate", type=_non_negative, default=50.0,
                     help="MB/s of stored data the background scrub reads (0: no cap)")
-    up.add_argument("--scrub-interval", type=float, default=7.0, metavar="DAYS",
+    up.add_argument("--scrub-interval", type=_non_negative, default=7.0, metavar="DAYS",
                     help="days from the end of one scrub pass to the start of the next")
     up.add_argument("--workers", type=int, default=None,
                     help="S3 gateway processes (default: one per core, at most 8)")
@@ -395,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("repair", help="show the repair backlog; change the repair rate live")
     data_dir(rep)
-    rep.add_argument("--rate", type=float, help="new repair rate in MB/s for running nodes "
+    rep.add_argument("--rate", type=_non_negative, help="new repair rate in MB/s for running nodes "
                                                 "(0: unlimited)")
     rep.set_defaults(fn=cmd_repair)
 
@@ -404,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(scr)
     scr.add_argument("--start", action="store_true",
                      help="ask the running node for a pass now")
-    scr.add_argument("--rate", type=float, help="new scrub rate in MB/s for the running node "
+    scr.add_argument("--rate", type=_non_negative, help="new scrub rate in MB/s for the running node "
                                                 "(0: unlimited)")
     scr.set_defaults(fn=cmd_scrub)
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+import helpers
 from helpers import flip_byte, metric_total, wait_for
 
 pytestmark = pytest.mark.fault
@@ -112,3 +113,13 @@ def test_an_interrupted_pass_goes_on_after_a_restart(appliance_factory, make_buc
     # The same pass, gone on from where it was saved: each shard counted once.
     assert 0 < saved < objects * 6
     assert last["checked"] == objects * 6 and last["damaged"] == 0
+
+    # A rate that is no rate is refused, clearly, and changes nothing.
+    for command in ("scrub", "repair"):
+        for bad in ("-5", "nan", "fast"):
+            proc = helpers.run([helpers.appliance_bin(), command, "--rate", bad,
+                                "--data-dir", app.data_dir], env=helpers.clean_env(),
+                               check=False)
+            assert proc.returncode == 2 and "--rate" in proc.stderr, helpers.describe(proc)
+            assert "Traceback" not in proc.stderr
+    assert scrub_status(app)["rate_mb_s"] == 0
