@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from dataclasses import asdict
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,20 +60,23 @@ def _mib(text: str) -> int:
     return int(mib * (1 << 20))
 
 
-def _meta(args) -> SqliteMeta:
+@asynccontextmanager
+async def _meta(args):
+    """The node's metadata (closed on the way out); SystemExit when there is none."""
     db = Path(args.data_dir) / "meta.db"
     if not db.exists():
         raise SystemExit(f"appliance: no appliance data in {args.data_dir} "
                          "(run `appliance up --data-dir ...` first)")
-    return SqliteMeta(str(db))
+    meta = SqliteMeta(str(db))
+    try:
+        yield meta
+    finally:
+        await meta.aclose()
 
 
 async def _with_accounts(args, fn):
-    meta = _meta(args)
-    try:
+    async with _meta(args) as meta:
         return await fn(Accounts(meta))
-    finally:
-        await meta.aclose()
 
 
 # glibc reads these at start-up only. Without them every 1-4 MiB buffer is a fresh mmap and
@@ -226,19 +230,16 @@ def cmd_locate(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from .store import repair
+    from .store import ratelimit, repair
 
     async def go():
-        meta = _meta(args)
-        try:
+        async with _meta(args) as meta:
             if args.rate is not None:
-                await repair.set_rate(meta, args.rate * 1e6)
-            rate = await repair.get_rate(meta)
+                await ratelimit.set_rate(meta, repair.RATE_KEY, args.rate * 1e6)
+            rate = await ratelimit.get_rate(meta, repair.RATE_KEY)
             return {"backlog": await meta.count_prefix(b"r/"),
                     "awaiting_gc": await meta.count_prefix(b"g/"),
                     "rate_mb_s": None if rate is None else rate / 1e6}
-        finally:
-            await meta.aclose()
 
     status = trio.run(go)
     if args.json:
@@ -253,19 +254,17 @@ def cmd_repair(args) -> int:
 
 
 def cmd_scrub(args) -> int:
-    from .store import scrub
+    from .store import ratelimit, scrub
 
     async def go():
-        meta = _meta(args)
-        try:
+        async with _meta(args) as meta:
             if args.rate is not None:
-                await scrub.set_rate(meta, args.rate * 1e6)
+                await ratelimit.set_rate(meta, scrub.RATE_KEY, args.rate * 1e6)
             state = await scrub.load_state(meta)
             if args.start and state.current is None:
                 await scrub.request_pass(meta)
-            return state, await scrub.get_rate(meta), await scrub.pass_requested(meta)
-        finally:
-            await meta.aclose()
+            return (state, await ratelimit.get_rate(meta, scrub.RATE_KEY),
+                    await scrub.pass_requested(meta))
 
     state, rate, requested = trio.run(go)
     last, current = state.last, state.current
@@ -304,8 +303,7 @@ def cmd_disk(args) -> int:
     data_dir = Path(args.data_dir)
 
     async def go():
-        meta = _meta(args)
-        try:
+        async with _meta(args) as meta:
             if args.action == "replace":
                 # The mark goes first: a crash before the label leaves a rebuild that waits
                 # for the disk, never a labelled disk nobody rebuilds.
@@ -313,8 +311,6 @@ def cmd_disk(args) -> int:
                 await repair.request_rebuild(meta, args.device)
                 disks.replace_disk(data_dir, args.device, args.path)
             return await repair.rebuilds_requested(meta), await repair.backlog_by_device(meta)
-        finally:
-            await meta.aclose()
 
     try:
         rebuilding, backlog = trio.run(go)

@@ -23,6 +23,7 @@ from ..diskspace import is_full_error
 from ..meta import Compare, Delete, MetaError
 from . import metrics
 from .extent import Extent
+from .ratelimit import TokenBucket
 from .shardfile import ShardError
 from .store import BATCH_SEGMENTS, SEGMENT_SIZE, SHARD_OP_TIMEOUT_S, Pool, Store, StoreError
 
@@ -34,39 +35,9 @@ META_RETRY_S = 10.0
 """How long background work waits after a metadata write failed (its disk full, say)."""
 
 
-class TokenBucket:
-    """``rate`` bytes per second with one second of burst; rate 0 means unlimited."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self._tokens = rate
-        self._last = trio.current_time()
-
-    async def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        now = trio.current_time()
-        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= n
-        if self._tokens < 0:
-            await trio.sleep(-self._tokens / self.rate)
-
-
 RATE_KEY = b"c/repair/rate"
-"""Metadata key of the runtime repair rate (JSON bytes/s); overrides the start-up value."""
-
-
-async def get_rate(meta) -> float | None:
-    kv = await meta.get(RATE_KEY)
-    return float(json.loads(kv.value)) if kv else None
-
-
-async def set_rate(meta, rate: float) -> None:
-    """Change the repair rate of every running node (bytes/s, 0 = unlimited)."""
-    if rate < 0:
-        raise ValueError("repair rate must be >= 0")
-    await meta.put(RATE_KEY, json.dumps(rate).encode())
+"""Metadata key of the runtime repair rate (ratelimit.set_rate); overrides the start-up
+value."""
 
 
 REBUILD_PREFIX = b"c/rebuild/"
@@ -109,7 +80,7 @@ async def backlog_by_device(meta, page: int = 1000) -> Counter[str]:
 class Repairer:
     """Runs repair and garbage collection for ``store`` until cancelled.
 
-    ``rate`` (bytes/s) applies until a rate is set at run time with :func:`set_rate`
+    ``rate`` (bytes/s) applies until a rate is set at run time under RATE_KEY
     (``appliance repair --rate``); the worker re-reads it before each round. ``referenced``
     lists every extent the layer above points at (Namespace.referenced_extents); without it
     rebuild marks wait."""
@@ -139,9 +110,7 @@ class Repairer:
                 await self.store.wait_for_work(self.idle_s)
 
     async def _round(self) -> int:
-        runtime = await get_rate(self.store.meta)
-        if runtime is not None:
-            self.bucket.rate = runtime
+        await self.bucket.follow(self.store.meta, RATE_KEY)
         metrics.REPAIR_RATE.set(self.bucket.rate)
         did = await self.store.collect_garbage()
         await self.store.clean_returned()

@@ -10,7 +10,7 @@ Namespace.references) and verifies each of its shards on an attached device
 (ShardClient.verify: header, every fragment's crc32c and the trailer's digest, read past the
 page cache). Each shard found missing, corrupt or unreadable (EIO) is queued for repair
 (:class:`~appliance.store.repair.Repairer`), unless the record pointing at it changed
-meanwhile. Shard reads are capped at ``rate`` bytes/s (a runtime knob, :func:`set_rate`).
+meanwhile. Shard reads are capped at ``rate`` bytes/s (a runtime knob under RATE_KEY).
 Progress is saved in metadata every SAVE_EVERY_S, so a restarted node goes on where it left
 off. A pass starts when the last one finished ``interval`` seconds ago or more (at once if
 none ever did), or when asked (:func:`request_pass`, ``appliance scrub --start``).
@@ -29,7 +29,8 @@ import trio
 from ..meta import Compare, MetaError, MetaStore
 from . import metrics
 from .extent import Reference
-from .repair import META_RETRY_S, TokenBucket
+from .ratelimit import TokenBucket
+from .repair import META_RETRY_S
 from .shardfile import ShardError
 from .store import Store, shard_at_fault
 
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 STATE_KEY = b"c/scrub/state"
 """JSON :class:`ScrubState`, written by the node that scrubs."""
 RATE_KEY = b"c/scrub/rate"
-"""JSON bytes/s set at run time; overrides the start-up rate."""
+"""Metadata key of the runtime scrub rate (ratelimit.set_rate); overrides the start-up
+rate."""
 START_KEY = b"c/scrub/start"
 """Present when a pass was asked for; the scrubber removes it when the pass starts."""
 
@@ -97,18 +99,6 @@ async def load_state(meta: MetaStore) -> ScrubState:
     return ScrubState.from_json(kv.value) if kv else ScrubState()
 
 
-async def get_rate(meta: MetaStore) -> float | None:
-    kv = await meta.get(RATE_KEY)
-    return float(json.loads(kv.value)) if kv else None
-
-
-async def set_rate(meta: MetaStore, rate: float) -> None:
-    """Change the scrub rate of the running node (bytes/s, 0 = unlimited)."""
-    if rate < 0:
-        raise ValueError("scrub rate must be >= 0")
-    await meta.put(RATE_KEY, json.dumps(rate).encode())
-
-
 async def request_pass(meta: MetaStore) -> None:
     """Ask the node for a pass now (taken within POLL_S; nothing if one is running)."""
     await meta.put(START_KEY, json.dumps({"t": time.time()}).encode())
@@ -160,9 +150,7 @@ class Scrubber:
         await self._scrub_pass(state)
 
     async def _read_rate(self) -> None:
-        runtime = await get_rate(self.store.meta)
-        if runtime is not None:
-            self.bucket.rate = runtime
+        await self.bucket.follow(self.store.meta, RATE_KEY)
         metrics.SCRUB_RATE.set(self.bucket.rate)
 
     async def _scrub_pass(self, state: ScrubState) -> None:
@@ -234,5 +222,5 @@ class Scrubber:
                 metrics.SCRUB_DAMAGED.labels(device, type(err).__name__).inc()
 
 
-__all__ = ["Scrubber", "ScrubState", "PassCounts", "load_state", "get_rate", "set_rate",
-           "request_pass", "pass_requested"]
+__all__ = ["Scrubber", "ScrubState", "PassCounts", "load_state", "request_pass",
+           "pass_requested"]

@@ -58,10 +58,10 @@ _sync_file_range = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _write_all(fd: int, iov: list) -> None:
-    """Write all of ``iov`` (at most _IOV_BATCH buffers) at the file position."""
+def _write_all(fd: int, iov: list, n: int) -> None:
+    """Write all ``n`` bytes of ``iov`` (at most _IOV_BATCH buffers) at the file position."""
     done = os.writev(fd, iov)
-    if done != sum(map(len, iov)):  # short write: finish it the slow way
+    if done != n:  # short write: finish it the slow way
         rest = b"".join(iov)[done:]
         while rest:
             rest = rest[os.write(fd, rest):]
@@ -146,8 +146,12 @@ class ShardServer:
         if st.direct is not None:
             st.direct.write(*iov)
             return
-        for i in range(0, len(iov), _IOV_BATCH):
-            _write_all(st.fd, iov[i:i + _IOV_BATCH])
+        if len(iov) <= _IOV_BATCH:  # every append of the store's
+            _write_all(st.fd, iov, want)
+        else:
+            for i in range(0, len(iov), _IOV_BATCH):
+                batch = iov[i:i + _IOV_BATCH]
+                _write_all(st.fd, batch, sum(map(len, batch)))
         st.unsynced += want
         if st.unsynced >= WRITEBACK_EVERY and _sync_file_range is not None:
             # Start writeback now (asynchronously) instead of leaving gigabytes dirty for the

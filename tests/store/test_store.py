@@ -640,11 +640,11 @@ async def test_cauchy_pool_survives_m_losses(node_factory):
 
 
 async def test_repair_rate_is_a_runtime_knob(node_factory):
-    from appliance.store import repair
+    from appliance.store import ratelimit, repair
 
     async with node_factory() as node:
         worker = Repairer(node.store, rate=1e9, idle_s=0.05)
-        await repair.set_rate(node.meta, 5e6)
+        await ratelimit.set_rate(node.meta, repair.RATE_KEY, 5e6)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker.run)
             await trio.sleep(0.3)
